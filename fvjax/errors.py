@@ -1,0 +1,48 @@
+"""User-facing errors: one line, `fvjax: error: <file>: <key>: <what is wrong and how to fix it>`, exit 2.
+
+Only bad *input* (recipes, weights, data, flags) raises `UserError`; internal bugs keep their traceback.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, NoReturn
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad user input. `where` is the file (or CLI flag), `key` the dotted key inside it."""
+
+    def __init__(self, where: object, key: str | None, message: str):
+        self.where = str(where) if where is not None else None
+        self.key = key
+        self.message = message
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        parts = [p for p in (self.where, self.key) if p]
+        return ": ".join(parts + [self.message])
+
+
+def fail(where: object, key: str | None, message: str) -> NoReturn:
+    raise UserError(where, key, message)
+
+
+def report_and_exit(err: UserError) -> NoReturn:
+    # Collapse newlines so the report stays one line whatever the message holds.
+    print(f"fvjax: error: {' '.join(err.line().split())}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def cli_entry(main: Callable[..., int | None]) -> Callable[..., int | None]:
+    """Wrap a CLI main so that a `UserError` becomes one stderr line and exit status 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            report_and_exit(err)
+
+    return wrapper
