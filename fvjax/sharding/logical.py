@@ -60,6 +60,11 @@ def use_rules(mesh: Mesh, rules: Rules) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+def active_rules() -> tuple[Mesh, Rules] | None:
+    """The (mesh, rules) made active by `use_rules`, or None (used by kernels that need shard_map)."""
+    return _ACTIVE.get()
+
+
 def constrain(x: jax.Array, names: LogicalAxes) -> jax.Array:
     """Sharding constraint on an activation by logical names; identity when no rules are active."""
     active = _ACTIVE.get()
