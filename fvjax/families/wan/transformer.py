@@ -1,0 +1,183 @@
+"""The Wan2.1 T2V diffusion transformer (Diffusers `WanTransformer3DModel`) in Flax NNX.
+
+    model = WanTransformer(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, remat_policy="full")
+    out = model(latents [B, C, F, H, W], timestep [B] or [B, F'], text [B, Lt, text_dim])  # [B, Cout, F, H, W]
+
+Blocks are created stacked (nnx.vmap: every block leaf has a leading [num_layers] axis) and run under
+one `jax.lax.scan`, so the block is compiled once; `remat_policy` (fvjax/remat.py) checkpoints it.
+
+Precision. Parameters are stored in `param_dtype` (fp32 master weights) and cast to the compute
+`dtype` at use. LayerNorms, modulation, gated residual adds and the whole time path are fp32
+(Diffusers keeps them fp32 too). The residual stream between sublayers is kept in `residual_dtype`,
+default = `dtype`: that is Diffusers' (and so FastVideo's) behaviour — each gated add is computed in
+fp32 and cast back — and it halves the memory of the per-layer activations saved by the scan under
+remat. Pass `residual_dtype=jnp.float32` for the original Wan's fp32 residual stream.
+
+Tokens: patch features are ordered (C, pt, ph, pw) (the Conv3d weight flattened), tokens are
+frame-major (index = f*H'*W' + h*W' + w), output features (pt, ph, pw, Cout) with Cout fastest.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fvjax.families.wan.block import ACT_AXES, WanBlock, modulate
+from fvjax.families.wan.config import WanConfig
+from fvjax.families.wan.embeddings import ConditionEmbedder
+from fvjax.families.wan.layers import Dense, layer_norm_fp32
+from fvjax.families.wan.rope import rope_cos_sin
+from fvjax.remat import check_policy, remat
+from fvjax.sharding import constrain
+
+TEXT_AXES = ("act_batch", "act_text", "act_embed")
+
+
+def patchify(x: jax.Array, patch_size: tuple[int, int, int]) -> jax.Array:
+    """[B, C, F, H, W] -> tokens [B, F'*H'*W', C*pt*ph*pw] with feature order (C, pt, ph, pw)."""
+    b, c, f, h, w = x.shape
+    pt, ph, pw = patch_size
+    x = x.reshape(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
+    x = jnp.transpose(x, (0, 2, 4, 6, 1, 3, 5, 7))
+    return x.reshape(b, (f // pt) * (h // ph) * (w // pw), c * pt * ph * pw)
+
+
+def unpatchify(tokens: jax.Array, grid: tuple[int, int, int], patch_size: tuple[int, int, int]) -> jax.Array:
+    """tokens [B, L, pt*ph*pw*Cout] (Cout fastest) -> [B, Cout, F, H, W]."""
+    b = tokens.shape[0]
+    (fp, hp, wp), (pt, ph, pw) = grid, patch_size
+    x = tokens.reshape(b, fp, hp, wp, pt, ph, pw, -1)
+    x = jnp.transpose(x, (0, 7, 1, 4, 2, 5, 3, 6))
+    return x.reshape(b, x.shape[1], fp * pt, hp * ph, wp * pw)
+
+
+class WanTransformer(nnx.Module):
+    def __init__(self, config: WanConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=jnp.float32,
+                 remat_policy: str = "none", attention_backend: str = "auto", residual_dtype=None):
+        config.check("WanTransformer config")
+        check_policy(remat_policy)
+        d = config.inner_dim
+        self.config = config
+        self.dtype = dtype
+        self.residual_dtype = dtype if residual_dtype is None else residual_dtype
+        self.remat_policy = remat_policy
+        kw = dict(param_dtype=param_dtype, dtype=dtype)
+
+        self.patch_embedding = Dense(config.in_channels * config.patch_features, d, axes=("patch", "embed"),
+                                     rngs=rngs, **kw)
+        self.condition_embedder = ConditionEmbedder(config, rngs=rngs, **kw)
+
+        @nnx.split_rngs(splits=config.num_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make_blocks(block_rngs: nnx.Rngs) -> WanBlock:
+            return WanBlock(config, rngs=block_rngs, attention_backend=attention_backend, **kw)
+
+        self.blocks = make_blocks(rngs)
+        self.proj_out = Dense(d, config.patch_features * config.out_channels, axes=("embed", "patch_out"),
+                              rngs=rngs, **kw)
+        table = jax.random.normal(rngs.params(), (1, 2, d), jnp.float32) / d ** 0.5
+        self.scale_shift_table = nnx.Param(table.astype(param_dtype), logical_axes=(None, "mod", "embed"))
+
+    def _grid(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        if len(shape) != 5:
+            raise ValueError(f"hidden_states must be [B, C, F, H, W]; got shape {shape}")
+        _, c, f, h, w = shape
+        if c != self.config.in_channels:
+            raise ValueError(f"hidden_states has {c} channels; the model expects {self.config.in_channels}")
+        pt, ph, pw = self.config.patch_size
+        if f % pt or h % ph or w % pw:
+            raise ValueError(f"latent (F, H, W) = {(f, h, w)} must be divisible by patch_size {(pt, ph, pw)}")
+        return f // pt, h // ph, w // pw
+
+    def __call__(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any) -> jax.Array:
+        """[B, C, F, H, W], timestep [B] (or per-frame [B, F/pt]), text [B, Lt, text_dim] -> [B, Cout, F, H, W]."""
+        cfg = self.config
+        x = jnp.asarray(hidden_states)
+        timestep = jnp.asarray(timestep)
+        text = jnp.asarray(encoder_hidden_states)
+        grid = self._grid(x.shape)
+        if timestep.ndim == 0:
+            timestep = jnp.broadcast_to(timestep, (x.shape[0],))
+        if timestep.ndim == 2 and timestep.shape[1] not in (1, grid[0]):
+            raise ValueError(f"per-frame timestep has {timestep.shape[1]} frames; the latent has {grid[0]} "
+                             "(after temporal patching)")
+
+        tokens = self.patch_embedding(patchify(x, cfg.patch_size).astype(self.dtype))
+        tokens = constrain(tokens.astype(self.residual_dtype), ACT_AXES)
+        temb, modulation, context = self.condition_embedder(timestep, text)
+        context = constrain(context, TEXT_AXES)
+        cos, sin = rope_cos_sin(cfg.attention_head_dim, grid, max_positions=cfg.rope_max_seq_len)
+        cos, sin = constrain(cos, ("act_seq", None)), constrain(sin, ("act_seq", None))
+
+        tokens = self._run_blocks(tokens, context, modulation, (cos, sin))
+
+        head = self.scale_shift_table[...].astype(jnp.float32)[:, None] + temb[:, :, None, :]  # [B, Ft, 2, D]
+        normed = modulate(layer_norm_fp32(tokens, cfg.eps), head[:, :, 0], head[:, :, 1]).astype(self.dtype)
+        return unpatchify(self.proj_out(normed), grid, cfg.patch_size)
+
+    def _run_blocks(self, tokens, context, modulation, rope) -> jax.Array:
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def body(carry, layer_state):
+            block = nnx.merge(graphdef, layer_state)
+            return block(carry, context, modulation, rope), None
+
+        tokens, _ = jax.lax.scan(remat(body, self.remat_policy), tokens, stacked)
+        return tokens
+
+
+# ---------------------------------------------------------------------------------------------------
+# Abstract trees and conversion between pure-dict params and models
+
+def abstract_model(config: WanConfig, param_dtype=jnp.float32, **model_kwargs) -> WanTransformer:
+    """The model with ShapeDtypeStruct leaves (nnx.eval_shape; nothing allocated)."""
+    return nnx.eval_shape(lambda: WanTransformer(config, rngs=nnx.Rngs(0), param_dtype=param_dtype,
+                                                 **model_kwargs))
+
+
+def abstract_params(config: WanConfig, param_dtype=jnp.float32) -> dict:
+    """Pure dict of jax.ShapeDtypeStruct with the structure of `params_of(model)`."""
+    return nnx.state(abstract_model(config, param_dtype), nnx.Param).to_pure_dict()
+
+
+def params_of(model: WanTransformer) -> dict:
+    """The model's parameters as a pure nested dict of arrays."""
+    return nnx.state(model, nnx.Param).to_pure_dict()
+
+
+def _set_path(tree: dict, path: tuple, value) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def param_logical_axes(config: WanConfig) -> dict:
+    """Pure dict (same structure as the params) of logical axis-name tuples; block leaves get a leading
+    "layers" axis."""
+    state = nnx.state(abstract_model(config), nnx.Param)
+    out: dict = {}
+    for path, variable in nnx.to_flat_state(state):
+        axes = tuple(variable.get_metadata().get("logical_axes"))
+        if path[0] == "blocks":
+            axes = ("layers",) + axes
+        if len(axes) != len(variable.value.shape):
+            raise AssertionError(f"logical axes {axes} do not match shape {variable.value.shape} at {path}")
+        _set_path(out, tuple(str(p) for p in path), axes)
+    return out
+
+
+def count_params(tree) -> int:
+    """Number of scalars in a tree of arrays or ShapeDtypeStructs."""
+    return int(sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def model_from_params(config: WanConfig, params: dict, **model_kwargs) -> WanTransformer:
+    """A WanTransformer whose parameters are `params` (a pure dict as from `params_of`), built
+    abstractly first so no random initialisation is computed. Arrays are used as given (dtype and
+    sharding kept)."""
+    graphdef, state = nnx.split(abstract_model(config, **model_kwargs))
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state)
