@@ -1,0 +1,148 @@
+"""Read a Diffusers Wan transformer checkpoint into fvjax leaves, one leaf at a time.
+
+All checks (config, every key present, nothing unexpected, shapes, dtypes, file sizes) run on the
+headers before any tensor data is read, so a bad checkpoint fails fast and names the file and key.
+A leaf is filled tensor by tensor into one preallocated buffer (stacked block leaves row by row),
+cast to the target dtype in the same copy.
+"""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from fvjax.errors import fail
+from fvjax.families.wan.config import WanConfig
+from fvjax.families.wan.keymap import COPY, TensorKey, keys_by_leaf, tensor_keys
+from fvjax.weights.dtypes import FLOAT_DTYPES
+from fvjax.weights.paths import CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, read_json
+from fvjax.weights.safetensors_io import DTYPES, SafetensorsFile
+
+_FLOAT_NAMES = ("F32", "BF16", "F16")
+
+
+def _describe(config: WanConfig) -> str:
+    return (f"num_layers={config.num_layers}, num_attention_heads={config.num_attention_heads}, "
+            f"attention_head_dim={config.attention_head_dim}, ffn_dim={config.ffn_dim}")
+
+
+class DiffusersCheckpoint:
+    """A Diffusers `WanTransformer3DModel` directory: config.json + safetensors (single or sharded)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.config_path = self.directory / CONFIG_NAME
+        raw = read_json(self.config_path)
+        self.config = WanConfig.from_diffusers_config(raw, where=self.config_path)
+        self.raw_config: dict = raw
+        self.index_path: Path | None = None  # set when the weights are sharded
+        self.listing, self.weight_map = self._find_weights()  # listing: the index, or the single file
+        self.files = {f: SafetensorsFile(f) for f in dict.fromkeys(self.weight_map.values())}
+        self.keys = tensor_keys(self.config)
+        self.stored_dtype = self._check()
+
+    # -- locating the tensors ------------------------------------------------------------------------
+    def _find_weights(self) -> tuple[Path | None, dict[str, Path]]:
+        d = self.directory
+        index = d / WEIGHTS_INDEX_NAME
+        single = d / WEIGHTS_NAME
+        if not index.is_file() and not single.is_file():
+            # Variants (e.g. diffusion_pytorch_model.fp16.safetensors): accept when unambiguous.
+            indexes, files = sorted(d.glob("*.safetensors.index.json")), sorted(d.glob("*.safetensors"))
+            if len(indexes) == 1:
+                index = indexes[0]
+            elif len(files) == 1:
+                single = files[0]
+            elif indexes or files:
+                fail(d, None, f"several safetensors weight sets ({', '.join(p.name for p in indexes or files)}); "
+                     "keep one, or pass a directory holding exactly one")
+            elif list(d.glob("*.bin")) or list(d.glob("*.pt")):
+                fail(d, None, "only PyTorch pickle weights (.bin/.pt) here; fvjax reads safetensors: re-save "
+                     "with diffusers' save_pretrained(..., safe_serialization=True)")
+            else:
+                fail(d, None, f"no weights: expected {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} next to config.json")
+        if index.is_file():
+            data = read_json(index)
+            weight_map = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(weight_map, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+                fail(index, "weight_map", "missing or not a {tensor name: shard file} object; the index is damaged")
+            resolved = {}
+            for key, fname in weight_map.items():
+                shard = d / fname
+                if not shard.is_file():
+                    fail(index, key, f"its shard file {fname} is missing from {d}; the download is incomplete, "
+                         "re-download it")
+                resolved[key] = shard
+            self.index_path = index
+            return index, resolved
+        header = SafetensorsFile(single)
+        return single, {name: single for name in header.entries}
+
+    # -- checks ----------------------------------------------------------------------------------------
+    def _check(self) -> np.dtype:
+        expected = {k.diffusers_key: k for k in self.keys}
+        for name in expected:
+            if name not in self.weight_map:
+                fail(self.listing, name, f"missing: a Wan2.1 T2V transformer with this config.json "
+                     f"({_describe(self.config)}) has this tensor; the checkpoint is incomplete or does not "
+                     "match its config.json")
+        for path, f in self.files.items():
+            listed = [n for n, p in self.weight_map.items() if p == path]
+            for name in listed:
+                if name not in f.entries:
+                    fail(path, name, f"missing: listed in {self.index_path.name} but not in this shard; the "
+                         "shard is damaged or from another checkpoint, re-download it")
+            extra = [n for n in f.entries if n not in expected]
+            extra += [n for n in listed if n not in expected and n not in f.entries]
+            if extra:
+                more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+                fail(path, extra[0], f"unexpected tensor{more}: not part of a Wan2.1 T2V transformer with "
+                     f"config.json's {_describe(self.config)}; the weights do not match their config.json "
+                     "(or are an image-to-video / other model)")
+        seen = collections.Counter()
+        for name, key in expected.items():
+            path = self.weight_map[name]
+            entry = self.files[path].entries[name]
+            if entry.shape != key.torch_shape:
+                fail(path, name, f"wrong shape {list(entry.shape)}; config.json ({_describe(self.config)}) "
+                     f"needs {list(key.torch_shape)}")
+            if entry.dtype not in _FLOAT_NAMES:
+                fail(path, name, f"wrong dtype {entry.dtype}; transformer weights must be F32, BF16 or F16")
+            seen[entry.dtype] += 1
+        if len(seen) == 1:
+            return DTYPES[next(iter(seen))]
+        return np.dtype(np.float32)  # mixed storage: the widest common dtype
+
+    # -- reading ---------------------------------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        return sum(self.files[self.weight_map[k.diffusers_key]].entries[k.diffusers_key].nbytes for k in self.keys)
+
+    def read_leaf(self, keys: list[TensorKey], dtype: np.dtype,
+                  on_tensor: Callable[[int], None] | None = None) -> np.ndarray:
+        """One fvjax leaf (stacked over layers when `keys` are block tensors), in `dtype`."""
+        assert np.dtype(dtype) in FLOAT_DTYPES
+        first = keys[0]
+        shape = ((self.config.num_layers,) if first.layer is not None else ()) + first.fvjax_shape
+        buf = np.empty(shape, dtype)
+        for k in keys:
+            f = self.files[self.weight_map[k.diffusers_key]]
+            entry = f.entries[k.diffusers_key]
+            dst = buf[k.layer] if k.layer is not None else buf
+            if k.transform == COPY and DTYPES[entry.dtype] == buf.dtype:
+                f.read_into(k.diffusers_key, dst.reshape(entry.shape))  # straight into the leaf, no copy
+            else:
+                dst[...] = k.to_fvjax(f.read(k.diffusers_key))  # transpose and cast in one copy
+            if on_tensor is not None:
+                on_tensor(entry.nbytes)
+        return buf
+
+    def leaves(self, dtype: np.dtype | None = None, on_tensor: Callable[[int], None] | None = None
+               ) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
+        """(path, array) for every fvjax leaf, in key-map order; only one leaf is built at a time."""
+        dtype = self.stored_dtype if dtype is None else np.dtype(dtype)
+        for path, keys in keys_by_leaf(self.config).items():
+            yield path, self.read_leaf(keys, dtype, on_tensor)

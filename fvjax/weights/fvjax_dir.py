@@ -1,0 +1,154 @@
+"""The fvjax weights directory: an orbax params-only checkpoint + the Diffusers config + a small manifest.
+
+    DIR/
+      config.json           the Diffusers WanTransformer3DModel config (as the source had it)
+      fvjax_manifest.json   format/version, family, dtype, parameter count, every leaf's shape and dtype
+      params/               orbax checkpoint of the params pure dict (no optimizer state, no step)
+
+Orbax stores each leaf as a tensorstore array, so restoring onto any mesh reads only each device's slice:
+pass target shardings and no device ever holds a whole leaf it does not own.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fvjax.errors import fail
+from fvjax.families.wan.config import WanConfig
+from fvjax.families.wan.keymap import flatten, leaf_shapes, nest
+from fvjax.weights.dtypes import FLOAT_DTYPES, name_of
+from fvjax.weights.paths import CONFIG_NAME, MANIFEST_NAME, PARAMS_DIR, read_json
+
+FORMAT = "fvjax-weights"
+VERSION = 1
+
+
+def diffusers_config_text(config: dict) -> str:
+    # Diffusers' own config.json formatting (sorted keys, indent 2, trailing newline).
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def write_fvjax_dir(directory: str | Path, config: WanConfig, params: dict, *,
+                    raw_config: dict | None = None, source: str | None = None) -> None:
+    """Write params (pure dict of numpy or jax arrays) into the new directory `directory` (must not exist
+    yet; callers wanting atomicity pass a temporary path and rename it)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory)
+    flat = flatten(params)
+    _check_tree(directory / PARAMS_DIR, config, {p: (tuple(a.shape), np.dtype(a.dtype)) for p, a in flat.items()})
+    directory.mkdir(parents=True, exist_ok=True)
+    dtypes = {name_of(a.dtype) for a in flat.values()}
+    manifest = {
+        "format": FORMAT, "version": VERSION, "family": "wan", "model": "WanTransformer3DModel",
+        "dtype": dtypes.pop() if len(dtypes) == 1 else "mixed",
+        "num_params": int(sum(math.prod(a.shape) for a in flat.values())),
+        "leaves": {"/".join(p): {"shape": list(a.shape), "dtype": name_of(a.dtype)} for p, a in flat.items()},
+    }
+    if source is not None:
+        manifest["source"] = source
+    lead = jax.process_index() == 0  # every process joins the orbax save; one writes the small files
+    if lead:
+        (directory / CONFIG_NAME).write_text(diffusers_config_text(raw_config or config.to_diffusers_config()))
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save((directory / PARAMS_DIR).absolute(), params)
+        ckpt.wait_until_finished()
+    # The manifest goes last: a directory without it is never taken for fvjax weights.
+    if lead:
+        (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_fvjax_config(directory: str | Path) -> tuple[WanConfig, dict, dict]:
+    """(config, raw config dict, manifest) of an fvjax weights dir, checked."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_NAME
+    manifest = read_json(manifest_path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        fail(manifest_path, "format", f"is not {FORMAT!r}; not an fvjax weights directory")
+    if manifest.get("version") != VERSION:
+        fail(manifest_path, "version", f"is {manifest.get('version')!r}; this fvjax reads version {VERSION}")
+    raw = read_json(directory / CONFIG_NAME)
+    config = WanConfig.from_diffusers_config(raw, where=directory / CONFIG_NAME)
+    if not (directory / PARAMS_DIR).is_dir():
+        fail(directory / PARAMS_DIR, None, "missing: the orbax params checkpoint is not there; the directory is "
+             "incomplete, re-create it")
+    return config, raw, manifest
+
+
+def _check_tree(where: Path, config: WanConfig, found: dict[tuple[str, ...], tuple[tuple, np.dtype]]) -> None:
+    expected = leaf_shapes(config)
+    for path, shape in expected.items():
+        if path not in found:
+            fail(where, "/".join(path), "missing parameter; the checkpoint does not match config.json")
+        if found[path][0] != shape:
+            fail(where, "/".join(path), f"wrong shape {list(found[path][0])}; config.json needs {list(shape)}")
+        if found[path][1] not in FLOAT_DTYPES:
+            fail(where, "/".join(path), f"wrong dtype {found[path][1]}; parameters are float32, bfloat16 or float16")
+    extra = [p for p in found if p not in expected]
+    if extra:
+        fail(where, "/".join(extra[0]), f"unexpected parameter (of {len(extra)}); the checkpoint does not match "
+             "config.json")
+
+
+def _stored_tree(directory: Path, config: WanConfig) -> dict[tuple[str, ...], Any]:
+    import orbax.checkpoint as ocp
+
+    params_dir = (directory / PARAMS_DIR).absolute()
+    try:
+        with ocp.PyTreeCheckpointer() as ckpt:
+            meta = ckpt.metadata(params_dir)
+    except Exception as e:  # orbax raises assorted types for a damaged checkpoint
+        fail(params_dir, None, f"unreadable orbax checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+             "re-create it")
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    flat = flatten(dict(tree))
+    _check_tree(params_dir, config, {p: (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat.items()})
+    return flat
+
+
+def sharding_of(shardings: dict | None, path: tuple[str, ...]):
+    """The target sharding of one leaf: from the `shardings` pure dict, or the default device when None."""
+    import jax
+
+    if shardings is None:
+        return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    node: Any = shardings
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"shardings has no entry for parameter {'/'.join(path)}")
+        node = node[part]
+    return node
+
+
+def restore_fvjax_dir(directory: str | Path, dtype: np.dtype | None = None, shardings: dict | None = None,
+                      *, as_numpy: bool = False) -> tuple[WanConfig, dict]:
+    """(config, params). With `shardings` (a pure dict of jax Shardings, same structure), each leaf is read
+    straight into its sharded jax.Array; with `as_numpy`, host numpy arrays; else arrays on the default device."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory)
+    config, _, _ = read_fvjax_config(directory)
+    stored = _stored_tree(directory, config)
+    params_dir = (directory / PARAMS_DIR).absolute()
+
+    def target_dtype(meta) -> np.dtype:
+        return np.dtype(meta.dtype) if dtype is None else np.dtype(dtype)
+
+    if as_numpy:
+        restore_args = nest({p: ocp.RestoreArgs(restore_type=np.ndarray, dtype=target_dtype(m))
+                             for p, m in stored.items()})
+        with ocp.PyTreeCheckpointer() as ckpt:
+            params = ckpt.restore(params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+        return config, params
+    abstract = nest({p: jax.ShapeDtypeStruct(tuple(m.shape), target_dtype(m), sharding=sharding_of(shardings, p))
+                     for p, m in stored.items()})
+    with ocp.StandardCheckpointer() as ckpt:
+        params = ckpt.restore(params_dir, abstract)
+    return config, params

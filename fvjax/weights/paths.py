@@ -1,0 +1,99 @@
+"""Where the weights are: a `path` given by the user -> a Diffusers transformer dir or an fvjax weights dir.
+
+Accepted: a Diffusers pipeline dir (model_index.json + transformer/), a Diffusers transformer dir
+(config.json + diffusion_pytorch_model*.safetensors), an fvjax weights dir (written by
+`python -m fvjax.convert` or the trainer), or a Hugging Face hub id looked up in the local HF cache
+(never downloaded here: the error says how to fetch it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+
+from fvjax.errors import fail
+from fvjax.families.wan.config import DIFFUSERS_CLASS_NAME
+
+MANIFEST_NAME = "fvjax_manifest.json"
+CONFIG_NAME = "config.json"
+PARAMS_DIR = "params"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsLocation:
+    kind: str  # "diffusers" | "fvjax"
+    directory: Path  # the transformer dir (Diffusers) or the fvjax weights dir
+    given: str  # what the user passed, for messages
+
+
+def read_json(path: Path, key: str | None = None) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        fail(path, key, "file not found")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        fail(path, key, f"invalid JSON ({e}); the file is damaged, re-download or re-create it")
+
+
+def resolve(path: str | os.PathLike, where: str = "path") -> WeightsLocation:
+    """Find the transformer weights that `path` names; `where` (a flag or recipe key) goes in errors."""
+    given = str(path)
+    p = Path(given).expanduser()
+    if not p.exists():
+        if _HUB_ID.match(given) and not given.startswith((".", "/")):
+            p = _hub_snapshot(given, where)
+        else:
+            fail(where, None, f"{given}: no such file or directory (expected a Diffusers pipeline or "
+                 "transformer directory, an fvjax weights directory, or a Hugging Face hub id org/name)")
+    if p.is_file():
+        fail(p, None, "is a file; pass the directory that holds it (a Diffusers transformer directory "
+             "with config.json, or a pipeline directory with model_index.json)")
+    if (p / MANIFEST_NAME).is_file():
+        return WeightsLocation("fvjax", p, given)
+    if (p / "model_index.json").is_file():
+        return WeightsLocation("diffusers", _pipeline_transformer(p), given)
+    if (p / CONFIG_NAME).is_file():
+        return WeightsLocation("diffusers", p, given)
+    if (p / "transformer" / CONFIG_NAME).is_file():
+        return WeightsLocation("diffusers", p / "transformer", given)
+    fail(p, None, "not a weights directory: no model_index.json (Diffusers pipeline), config.json "
+         f"(Diffusers transformer) or {MANIFEST_NAME} (fvjax weights) in it")
+
+
+def _pipeline_transformer(p: Path) -> Path:
+    index_path = p / "model_index.json"
+    index = read_json(index_path)
+    entry = index.get("transformer") if isinstance(index, dict) else None
+    if not entry:
+        fail(index_path, "transformer", "missing: this pipeline has no transformer (is it a Wan pipeline?)")
+    if isinstance(entry, list) and len(entry) == 2 and entry[1] != DIFFUSERS_CLASS_NAME:
+        fail(index_path, "transformer", f"is a {entry[1]}, not a {DIFFUSERS_CLASS_NAME}; fvjax loads Wan2.1 "
+             "transformers")
+    sub = p / "transformer"
+    if not (sub / CONFIG_NAME).is_file():
+        fail(sub / CONFIG_NAME, None, "file not found; the pipeline's transformer/ folder is incomplete "
+             "(re-download it)")
+    return sub
+
+
+def _hub_snapshot(repo_id: str, where: str) -> Path:
+    # Cache lookup only: training and conversion must not start multi-GB downloads on their own.
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    # Read the cache location now (not at huggingface_hub import) so HF_HUB_CACHE / HF_HOME set late count.
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else constants.HF_HUB_CACHE)
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        fail(where, None, f"{repo_id}: Hugging Face hub id not found in the local cache "
+             f"({cache}) and fvjax does not download weights; fetch it first with "
+             f"`hf download {repo_id} --include model_index.json 'transformer/*'` (or set HF_HUB_CACHE / "
+             "HF_HOME to the cache that holds it), or pass a local directory")
