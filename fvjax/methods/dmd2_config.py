@@ -1,0 +1,92 @@
+"""`DMD2Config`: the slice of the recipe the DMD2 method reads, and where each value may be written.
+
+Primary place is `method_config:` (Phase 3 / FastVideo's design branch). Phase-2 recipes give the same
+values in `training:` (`generator_update_interval`, `real_score_guidance_scale`,
+`simulate_generator_forward`, ...) and `pipeline_config:` (`dmd_denoising_steps`, `flow_shift`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from fvjax.errors import fail
+from fvjax.recipe import fields as F
+from fvjax.recipe.method_params import FROM_CONTEXT, METHOD, PIPELINE, REQUIRED, TRAINING, Param, Source
+
+SIMULATE, DATA_LATENT = "simulate", "data_latent"
+ROLLOUT_ALIASES = {"sim": SIMULATE, "data": DATA_LATENT, "vae_latent": DATA_LATENT}
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class DMD2Config:
+    rollout_mode: str = SIMULATE                      # simulate: unroll from noise; data_latent: noise data
+    dmd_denoising_steps: tuple[int, ...] = (1000, 757, 522)
+    generator_update_interval: int = 5                # student steps when step % interval == 0 (<=0: always)
+    real_score_guidance_scale: float = 3.5            # x_real = x_c + w (x_c - x_u)
+    warp_denoising_step: bool = False
+    min_timestep_ratio: float = 0.2
+    max_timestep_ratio: float = 0.98
+    flow_shift: float = 3.0
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+
+
+def _rollout_from_bool(simulate: bool) -> str:
+    return SIMULATE if simulate else DATA_LATENT
+
+
+def _check_steps(steps: tuple[int, ...], where: object, key: str) -> None:
+    if not steps:
+        fail(where, key, "must be a non-empty list of timesteps, e.g. [1000, 757, 522]")
+    for i, t in enumerate(steps):
+        if not 0 < t <= NUM_TRAIN_TIMESTEPS:
+            fail(where, f"{key}[{i}]", f"is {t}; timesteps must be in 1..{NUM_TRAIN_TIMESTEPS}")
+    if any(a <= b for a, b in zip(steps, steps[1:])):
+        fail(where, key, f"must be strictly decreasing (noisiest first), got {list(steps)}")
+
+
+def _check_ratio(value: float, where: object, key: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        fail(where, key, f"is {value}; must be in [0, 1]")
+
+
+def _check_shift(value: float, where: object, key: str) -> None:
+    if value <= 0:
+        fail(where, key, f"is {value}; flow_shift must be > 0")
+
+
+_rollout = F.choice((SIMULATE, DATA_LATENT), aliases=ROLLOUT_ALIASES)
+
+DMD2_PARAMS: tuple[Param, ...] = (
+    Param("rollout_mode", (
+        Source(METHOD, "rollout_mode", _rollout),
+        Source(METHOD, "simulate_generator_forward", F.read_bool, _rollout_from_bool),
+        Source(TRAINING, "simulate_generator_forward", None, _rollout_from_bool, lambda m: m == SIMULATE),
+    ), REQUIRED, missing_hint="set rollout_mode: simulate (data-free: the student unrolls from noise) or "
+        "data_latent (the student denoises noised dataset latents); Phase-2 recipes may set "
+        "training.simulate_generator_forward instead"),
+    Param("dmd_denoising_steps", (
+        Source(METHOD, "dmd_denoising_steps", F.int_list),
+        Source(PIPELINE, "dmd_denoising_steps", None, lambda v: v),
+    ), REQUIRED, _check_steps, "give the few-step schedule, e.g. [1000, 850, 700, 550, 350, 275, 200, 125]"),
+    Param("generator_update_interval", (
+        Source(METHOD, "generator_update_interval", F.read_int),
+        Source(TRAINING, "generator_update_interval"),
+    )),
+    Param("real_score_guidance_scale", (
+        Source(METHOD, "real_score_guidance_scale", F.read_float),
+        Source(TRAINING, "real_score_guidance_scale"),
+    )),
+    Param("warp_denoising_step", (
+        Source(METHOD, "warp_denoising_step", F.read_bool),
+        Source(TRAINING, "warp_denoising_step"),
+    )),
+    Param("min_timestep_ratio", (
+        Source(METHOD, "min_timestep_ratio", F.read_float),
+        Source(TRAINING, "min_timestep_ratio"),
+    ), check=_check_ratio),
+    Param("max_timestep_ratio", (
+        Source(METHOD, "max_timestep_ratio", F.read_float),
+        Source(TRAINING, "max_timestep_ratio"),
+    ), check=_check_ratio),
+    Param("flow_shift", (Source(PIPELINE, "flow_shift"),), FROM_CONTEXT, _check_shift),
+)

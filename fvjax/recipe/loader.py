@@ -1,0 +1,250 @@
+"""Load a recipe YAML into a `Recipe`, checking everything once.
+
+Accepted forms (both normalise to the same object):
+- Phase 3 (canonical): `recipe: {family, method}`, `models:` (or FastVideo's later name `roles:`),
+  `training:`, `pipeline_config:` or `pipeline_config_path:`, optional `method_config:`;
+- Phase 2 (the seed): `distill: {model, method}` instead of `recipe:`, method knobs in `training:` and
+  `pipeline_config:`.
+Giving both members of a pair (recipe/distill, models/roles, pipeline_config/pipeline_config_path) is an
+error. Every error is a `UserError` naming the file and the dotted key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+from fvjax.errors import fail
+from fvjax.families.registry import get_family
+from fvjax.methods.registry import CheckContext, MethodSpec, get_method
+from fvjax.recipe import fields as F
+from fvjax.recipe.method_params import METHOD, PIPELINE, TRAINING, Given, read_method_config, resolve_params
+from fvjax.recipe.pipeline import PipelineConfig, read_pipeline_values
+from fvjax.recipe.schema import Recipe, RoleSpec
+from fvjax.recipe.training_args import TRAINING_FIELDS, ExecutionMode, TrainingArgs, read_training_values
+from fvjax.recipe.yamlio import YAML_SUFFIXES, load_config_file, parse_yaml, read_text
+from fvjax.sharding.mesh import AUTO, fill_distributed, plan_mesh
+
+TOP_LEVEL = ("recipe", "distill", "models", "roles", "training", "pipeline_config", "pipeline_config_path",
+             "method_config")
+ROLE_KEYS = ("family", "path", "trainable", "disable_custom_init_weights")
+DISTRIBUTED = ("num_gpus", "sp_size", "tp_size", "hsdp_replicate_dim", "hsdp_shard_dim")
+
+# Value ranges beyond types (FastVideo leaves these unchecked and fails later, or silently misbehaves).
+_NON_NEGATIVE = ("dataloader_num_workers", "train_batch_size", "num_latent_t", "num_height", "num_width",
+                 "num_frames", "checkpoints_total_limit", "training_state_checkpointing_steps",
+                 "weight_only_checkpointing_steps", "learning_rate", "weight_decay", "lr_warmup_steps",
+                 "lr_num_cycles", "max_train_steps", "gradient_accumulation_steps", "fake_score_learning_rate",
+                 "ema_start_step", "validation_steps", "logit_std")
+_UNIT_INTERVAL = ("training_cfg_rate", "min_lr_ratio")
+
+
+def _exclusive(raw: dict, a: str, b: str, where: object, what: str) -> str | None:
+    if a in raw and b in raw:
+        fail(where, b, f"both {a}: and {b}: are given; {what}, keep one")
+    return a if a in raw else b if b in raw else None
+
+
+def _read_selector(raw: dict, where: object) -> tuple[str, str, str]:
+    key = _exclusive(raw, "recipe", "distill", where, "recipe: (Phase 3) and distill: (Phase 2) are the same "
+                     "selection")
+    if key is None:
+        fail(where, "recipe", "missing; add recipe: {family: wan, method: dmd2} (or Phase 2 distill: {model: "
+             "wan, method: dmd2})")
+    section = F.mapping(raw[key], where, key)
+    family_key = "family" if key == "recipe" else "model"
+    for name in section:
+        if name not in (family_key, "method"):
+            F.unknown_key(where, f"{key}.{name}", name, (family_key, "method"))
+    for name in (family_key, "method"):
+        if name not in section:
+            fail(where, f"{key}.{name}", "missing")
+    family = F.read_nonempty_str(section[family_key], where, f"{key}.{family_key}")
+    method = F.read_nonempty_str(section["method"], where, f"{key}.method")
+    get_family(family, where, f"{key}.{family_key}")
+    get_method(method, where, f"{key}.method")
+    return key, family, method
+
+
+def _read_roles(raw: dict, roles_key: str, family: str, method: MethodSpec, where: object) -> dict[str, RoleSpec]:
+    section = F.mapping(raw[roles_key], where, roles_key)
+    roles: dict[str, RoleSpec] = {}
+    for name, spec in section.items():
+        key = f"{roles_key}.{name}"
+        if name not in method.role_names:
+            hint = F.did_you_mean(name, method.role_names)
+            fail(where, key, f"method {method.name!r} does not use a role named {name!r} (its roles: "
+                 f"{', '.join(method.role_names)})" + (f"; {hint}" if hint.startswith("did") else ""))
+        spec = F.mapping(spec, where, key)
+        for field in spec:
+            if field not in ROLE_KEYS:
+                F.unknown_key(where, f"{key}.{field}", field, ROLE_KEYS)
+        if "path" not in spec:
+            fail(where, f"{key}.path", "missing; give a Hugging Face hub id, a Diffusers directory or an "
+                 "fvjax weights directory")
+        role_family = F.read_nonempty_str(spec.get("family", family), where, f"{key}.family")
+        get_family(role_family, where, f"{key}.family")
+        if role_family != family:
+            fail(where, f"{key}.family", f"is {role_family!r} but the recipe's family is {family!r}; the "
+                 f"{family} family builds only {family} roles")
+        roles[name] = RoleSpec(
+            name=name, family=role_family,
+            path=F.read_nonempty_str(spec["path"], where, f"{key}.path"),
+            trainable=F.read_bool(spec.get("trainable", True), where, f"{key}.trainable"),
+            disable_custom_init_weights=F.read_bool(spec.get("disable_custom_init_weights", False), where,
+                                                    f"{key}.disable_custom_init_weights"))
+    for need in method.roles:
+        key = f"{roles_key}.{need.name}"
+        if need.name not in roles:
+            fail(where, key, f"missing; method {method.name!r} needs roles {', '.join(method.role_names)}")
+        if roles[need.name].trainable != need.trainable:
+            state = "trainable: true" if need.trainable else "trainable: false"
+            fail(where, f"{key}.trainable", f"must be {state.split(': ')[1]} for method {method.name!r} "
+                 f"({need.why}); set {state}")
+    return roles
+
+
+def _read_pipeline(raw: dict, where: object) -> tuple[Given, str | None]:
+    key = _exclusive(raw, "pipeline_config", "pipeline_config_path", where,
+                     "they are two ways of giving one pipeline config")
+    if key is None:
+        return Given({}, where, "pipeline_config"), None
+    value = raw[key]
+    if isinstance(value, str) or key == "pipeline_config_path":
+        path_text = F.read_nonempty_str(value, where, key)
+        path = Path(path_text).expanduser()
+        if not path.exists():
+            fail(where, key, f"file {path_text!r} not found")
+        if not path.is_file():
+            fail(where, key, f"{path_text!r} is not a file")
+        content = load_config_file(path, "pipeline config")
+        content = F.mapping(content if content is not None else {}, path, "")
+        return Given(read_pipeline_values(content, path, ""), path, ""), path_text
+    section = F.mapping(value if value is not None else {}, where, key)
+    return Given(read_pipeline_values(section, where, key), where, key), None
+
+
+def _check_ranges(training: TrainingArgs, given: set[str], where: object) -> None:
+    for name in _NON_NEGATIVE:
+        if getattr(training, name) < 0:
+            fail(where, f"training.{name}", f"is {getattr(training, name)}; must be >= 0")
+    for name in _UNIT_INTERVAL:
+        if not 0.0 <= getattr(training, name) <= 1.0:
+            fail(where, f"training.{name}", f"is {getattr(training, name)}; must be in [0, 1]")
+    if not 0.0 <= training.ema_decay < 1.0:
+        fail(where, "training.ema_decay", f"is {training.ema_decay}; must be in [0, 1)")
+    if training.lr_scheduler == "piecewise_constant" or training.fake_score_lr_scheduler == "piecewise_constant":
+        if not training.lr_step_rules:
+            key = "lr_scheduler" if training.lr_scheduler == "piecewise_constant" else "fake_score_lr_scheduler"
+            fail(where, f"training.{key}", "piecewise_constant needs training.lr_step_rules, e.g. "
+                 "\"1:1000,0.1:2000,0.01\"")
+
+
+def load_recipe(path: str | Path, *, device_count: Callable[[], int] | int | None = None) -> Recipe:
+    """Read and check the recipe at `path`. `device_count` fills `training.num_gpus` when the recipe
+    leaves it out (a callable is only called then); without it the default is FastVideo's 1."""
+    path = Path(path)
+    if path.suffix.lower() not in YAML_SUFFIXES:
+        fail(path, None, "a recipe must be a .yaml or .yml file")
+    text = read_text(path, "recipe")
+    return parse_recipe(text, path, device_count=device_count)
+
+
+def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int] | int | None = None) -> Recipe:
+    raw = parse_yaml(text, where)
+    if raw is None:
+        fail(where, None, "the recipe is empty")
+    raw = F.mapping(raw, where, "")
+    for name in raw:
+        if name not in TOP_LEVEL:
+            F.unknown_key(where, name, name, TOP_LEVEL)
+
+    selector_key, family_name, method_name = _read_selector(raw, where)
+    family = get_family(family_name)
+    method = get_method(method_name)
+
+    roles_key = _exclusive(raw, "models", "roles", where, "roles: is FastVideo's later name for models:")
+    if roles_key is None:
+        fail(where, "models", f"missing; method {method.name!r} needs roles {', '.join(method.role_names)}")
+    roles = _read_roles(raw, roles_key, family_name, method, where)
+
+    if "training" not in raw:
+        fail(where, "training", "missing; it holds the TrainingArgs fields (output_dir, max_train_steps, seed, ...)")
+    training_raw = F.mapping(raw["training"] if raw["training"] is not None else {}, where, "training")
+    values = read_training_values(training_raw, where)
+    given_training = set(values)
+
+    mode = method.mode
+    if "mode" in values:
+        stated = F.choice(tuple(m.value for m in ExecutionMode))(values["mode"], where, "training.mode")
+        if stated != mode.value:
+            fail(where, "training.mode", f"is {stated!r} but method {method.name!r} runs in {mode.value!r} mode; "
+                 "remove it (the mode follows recipe.method)")
+    values["mode"] = mode
+    if values.get("inference_mode", False):
+        fail(where, "training.inference_mode", "must be false in a training recipe (remove it)")
+    if values.get("dit_cpu_offload", False):
+        fail(where, "training.dit_cpu_offload", "must be false: fvjax never offloads the DiT during "
+             "training (parameters are sharded instead); remove it")
+
+    pipeline_given, pipeline_path = _read_pipeline(raw, where)
+    pipeline_values = dict(pipeline_given.values)
+
+    # dit_precision may be written on either side (FastVideo merges training kwargs into the pipeline config).
+    p_prec, t_prec = pipeline_values.get("dit_precision"), values.get("dit_precision")
+    if p_prec is not None and t_prec is not None and p_prec != t_prec:
+        fail(pipeline_given.where, pipeline_given.key("dit_precision"),
+             f"is {p_prec!r} but training.dit_precision is {t_prec!r}; keep one")
+    precision = t_prec or p_prec or TRAINING_FIELDS["dit_precision"].default
+    values["dit_precision"] = pipeline_values["dit_precision"] = precision
+
+    student = roles.get("student")
+    if not values.get("model_path"):
+        if student is None:
+            fail(where, "training.model_path", f"is missing and {roles_key}.student is not provided")
+        values["model_path"] = student.path
+    if not values.get("pretrained_model_name_or_path"):
+        values["pretrained_model_name_or_path"] = values["model_path"]
+    for field, role in (("real_score_model_path", "teacher"), ("fake_score_model_path", "critic")):
+        if values.get(field) and role in roles and values[field] != roles[role].path:
+            fail(where, f"training.{field}", f"is {values[field]!r} but {roles_key}.{role}.path is "
+                 f"{roles[role].path!r}; the role's path is the one used, remove this legacy field")
+
+    if "num_gpus" not in values and device_count is not None:
+        values["num_gpus"] = device_count() if callable(device_count) else int(device_count)
+    dist = fill_distributed(values.get("num_gpus", 1), values.get("sp_size", AUTO), values.get("tp_size", AUTO),
+                            values.get("hsdp_replicate_dim", 1), values.get("hsdp_shard_dim", AUTO), where=where)
+    mesh = plan_mesh(dist, where=where)
+    values.update(dataclasses.asdict(dist))
+
+    method_raw = raw.get("method_config")
+    method_raw = F.mapping(method_raw if method_raw is not None else {}, where, "method_config")
+    given = {
+        METHOD: Given(read_method_config(method.params, method_raw, where, "method_config", method.name),
+                      where, "method_config"),
+        TRAINING: Given({k: values[k] for k in given_training}, where, "training"),
+        PIPELINE: pipeline_given,
+    }
+    defaults = {name: f.default for name, f in TRAINING_FIELDS.items()}
+    context = {"flow_shift": family.default_flow_shift(values["model_path"])}
+    resolved = resolve_params(method.params, given, training_defaults=defaults, context=context)
+    for (section, name), value in resolved.write_back.items():
+        (values if section == TRAINING else pipeline_values)[name] = value
+    method_config = method.config_cls(**resolved.values)
+
+    training = TrainingArgs(**values)
+    if method.check is not None:
+        updates = method.check(method_config, training, CheckContext(where, resolved.origins))
+        if updates:
+            training = training.replace(**updates)
+    family.check_training(training, where)
+    _check_ranges(training, given_training, where)
+
+    return Recipe(
+        family=family_name, method=method_name, roles=roles, training=training,
+        pipeline=PipelineConfig(**{k: v for k, v in pipeline_values.items()
+                                   if PipelineConfig.__dataclass_fields__[k].metadata["status"] == "used"}),
+        method_config=method_config, mesh=mesh,
+        source=Path(where) if where else None, text=text,
+        form="phase2" if selector_key == "distill" else "phase3", roles_key=roles_key,
+        training_given=frozenset(given_training))
