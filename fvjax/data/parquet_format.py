@@ -1,0 +1,178 @@
+"""FastVideo's preprocessed parquet datasets (t2v schema, spec §6), read as a random-access source.
+
+Columns read: vae_latent_bytes / vae_latent_shape ([C, T, H, W]) and text_embedding_bytes /
+text_embedding_shape ([L_valid, D]). As FastVideo's loader does, the bytes are always decoded as
+float32 whatever the *_dtype columns say (FastVideo's writers store float32). The metadata columns
+(id, file_name, caption, media_type, width, height, num_frames, duration_sec, fps) are not needed for
+training.
+
+Files are found recursively under the path and sorted by name (as FastVideo), samples numbered file
+after file. A sample read decodes its whole row group, like FastVideo's map-style loader; the last few
+row groups are cached, so files written with small row groups (or read in order) are cheap.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import threading
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fvjax.data.sources import FLAG, RawSample
+from fvjax.errors import UserError
+
+REQUIRED_COLUMNS = ("vae_latent_bytes", "vae_latent_shape", "text_embedding_bytes", "text_embedding_shape")
+
+SCHEMA_T2V = pa.schema([
+    pa.field("id", pa.string()),
+    pa.field("vae_latent_bytes", pa.binary()),
+    pa.field("vae_latent_shape", pa.list_(pa.int64())),
+    pa.field("vae_latent_dtype", pa.string()),
+    pa.field("text_embedding_bytes", pa.binary()),
+    pa.field("text_embedding_shape", pa.list_(pa.int64())),
+    pa.field("text_embedding_dtype", pa.string()),
+    pa.field("file_name", pa.string()),
+    pa.field("caption", pa.string()),
+    pa.field("media_type", pa.string()),
+    pa.field("width", pa.int64()),
+    pa.field("height", pa.int64()),
+    pa.field("num_frames", pa.int64()),
+    pa.field("duration_sec", pa.float64()),
+    pa.field("fps", pa.float64()),
+])
+
+
+def find_parquet_files(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    files = [os.path.join(root, f) for root, _, names in os.walk(path) for f in names if f.endswith(".parquet")]
+    if not files:
+        raise UserError(path, FLAG, "no .parquet files under this directory")
+    return sorted(files)
+
+
+class ParquetSource:
+    format = "parquet"
+
+    def __init__(self, path: str, cached_row_groups: int = 4):
+        self.path = path
+        self.files = find_parquet_files(path)
+        # Global sample index -> (file, row group, row) through cumulative row counts.
+        self._groups: list[tuple[int, int]] = []   # (file index, row group index)
+        starts, total, self._file_starts = [], 0, []
+        for fi, file in enumerate(self.files):
+            self._file_starts.append(total)
+            try:
+                parquet_file = pq.ParquetFile(file)
+                meta, names = parquet_file.metadata, set(parquet_file.schema_arrow.names)
+            except (OSError, pa.ArrowException) as err:
+                raise UserError(file, None, f"cannot read parquet file: {err}")
+            for col in REQUIRED_COLUMNS:
+                if col not in names:
+                    raise UserError(file, col, f"missing column; FastVideo's t2v schema needs {', '.join(REQUIRED_COLUMNS)}")
+            for rg in range(meta.num_row_groups):
+                rows = meta.row_group(rg).num_rows
+                if rows:
+                    self._groups.append((fi, rg))
+                    starts.append(total)
+                    total += rows
+        if total == 0:
+            raise UserError(path, FLAG, "the parquet files hold no rows")
+        self._starts = np.asarray(starts, np.int64)
+        self._len = total
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._cache_size = cached_row_groups
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _row_group(self, g: int) -> dict:
+        with self._lock:
+            if g in self._cache:
+                self._cache.move_to_end(g)
+                return self._cache[g]
+        fi, rg = self._groups[g]
+        table = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=list(REQUIRED_COLUMNS))
+        columns = {name: table.column(name).to_pylist() for name in REQUIRED_COLUMNS}
+        with self._lock:
+            self._cache[g] = columns
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return columns
+
+    def __getitem__(self, index: int) -> RawSample:
+        if not 0 <= index < self._len:
+            raise IndexError(index)
+        g = int(np.searchsorted(self._starts, index, side="right")) - 1
+        row = index - int(self._starts[g])
+        cols = self._row_group(g)
+        fi = self._groups[g][0]
+        where = f"{self.files[fi]} (row {index - self._file_starts[fi]})"
+        latents = _decode(cols["vae_latent_bytes"][row], cols["vae_latent_shape"][row], where, "vae_latent")
+        text = _decode(cols["text_embedding_bytes"][row], cols["text_embedding_shape"][row], where, "text_embedding")
+        return RawSample(latents=latents, text_embeds=text, where=where)
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"format": self.format, "num_samples": self._len,
+                "files": [os.path.relpath(f, self.path) if os.path.isdir(self.path) else os.path.basename(f)
+                          for f in self.files]}
+
+
+def _decode(data, shape, where: str, column: str) -> np.ndarray:
+    if data is None or shape is None:
+        raise UserError(where, f"{column}_bytes", "is null")
+    shape = [int(s) for s in shape]
+    count = int(np.prod(shape)) if shape else 1
+    if len(data) != 4 * count:
+        raise UserError(where, f"{column}_shape", f"{len(data)} bytes do not hold float32 data of shape {shape} "
+                                                  f"({4 * count} bytes); FastVideo stores float32")
+    return np.frombuffer(data, dtype=np.float32).reshape(shape).copy()
+
+
+def write_parquet_dataset(out_dir: str, samples: Iterable[dict], samples_per_file: int = 64,
+                          row_group_size: int = 8) -> str:
+    """Write samples ({"latents", "text_embeds", optional "id", "caption"}) in FastVideo's t2v parquet
+    schema (float32 bytes) into out_dir (which must not exist yet). Returns out_dir."""
+    if os.path.exists(out_dir):
+        raise UserError(out_dir, None, "the output directory exists already; choose a new path")
+    tmp = f"{out_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        rows, n_files, total = [], 0, 0
+
+        def flush():
+            nonlocal rows, n_files
+            table = pa.Table.from_pylist(rows, schema=SCHEMA_T2V)
+            pq.write_table(table, os.path.join(tmp, f"data-chunk-{n_files:05d}.parquet"), row_group_size=row_group_size)
+            rows, n_files = [], n_files + 1
+
+        for s in samples:
+            lat = np.ascontiguousarray(s["latents"], np.float32)
+            txt = np.ascontiguousarray(s["text_embeds"], np.float32)
+            rows.append({
+                "id": str(s.get("id", total)), "vae_latent_bytes": lat.tobytes(), "vae_latent_shape": list(lat.shape),
+                "vae_latent_dtype": "float32", "text_embedding_bytes": txt.tobytes(),
+                "text_embedding_shape": list(txt.shape), "text_embedding_dtype": "float32",
+                "file_name": f"{s.get('id', total)}.mp4", "caption": s.get("caption", ""), "media_type": "video",
+                "width": int(lat.shape[-1] * 8), "height": int(lat.shape[-2] * 8),
+                "num_frames": int((lat.shape[1] - 1) * 4 + 1), "duration_sec": float(((lat.shape[1] - 1) * 4 + 1) / 16),
+                "fps": 16.0})
+            total += 1
+            if len(rows) == samples_per_file:
+                flush()
+        if rows:
+            flush()
+        if total == 0:
+            raise UserError(out_dir, "samples", "no samples to write")
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
