@@ -1,0 +1,140 @@
+"""The dry-run plan: roles with their architecture, parameter counts and per-device bytes on the
+recipe's declared mesh, computed abstractly (no weights read, no devices needed)."""
+from __future__ import annotations
+
+import dataclasses
+
+from fvjax.families.registry import ModelSource
+from fvjax.recipe.preflight import Problem, find_problems, resolve_sources
+from fvjax.recipe.schema import Recipe
+from fvjax.recipe.training_args import IGNORED, TRAINING_FIELDS
+from fvjax.sharding.rules import param_specs, per_device_count, rules_for
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+GIB = 1024 ** 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleMemory:
+    num_params: int
+    params_per_device: int          # scalars of this role's params held by one device
+    param_bytes: int                # at dit_precision
+    optimizer_bytes: int            # AdamW m and v, fp32 (trainable roles)
+    master_bytes: int               # fp32 master copy when params are not fp32 (trainable roles)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.param_bytes + self.optimizer_bytes + self.master_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class RolePlan:
+    name: str
+    trainable: bool
+    source: ModelSource
+    memory: RoleMemory | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    recipe: Recipe
+    rules_name: str
+    roles: tuple[RolePlan, ...]
+    problems: tuple[Problem, ...]
+    ignored: tuple[str, ...]        # training keys the recipe sets that fvjax accepts but ignores
+
+    @property
+    def total_bytes_per_device(self) -> int:
+        return sum(r.memory.total_bytes for r in self.roles if r.memory is not None)
+
+
+def role_memory(config, trainable: bool, precision: str, recipe: Recipe) -> RoleMemory:
+    from fvjax.families.wan.transformer import abstract_params, count_params, param_logical_axes
+
+    shapes = abstract_params(config)
+    specs = param_specs(param_logical_axes(config), shapes, rules_for(recipe.mesh)[1], recipe.mesh)
+    per_device = per_device_count(shapes, specs, recipe.mesh)
+    width = DTYPE_BYTES[precision]
+    return RoleMemory(
+        num_params=count_params(shapes), params_per_device=per_device, param_bytes=per_device * width,
+        optimizer_bytes=2 * 4 * per_device if trainable else 0,
+        master_bytes=4 * per_device if trainable and precision != "fp32" else 0)
+
+
+def build_plan(recipe: Recipe) -> RunPlan:
+    sources = resolve_sources(recipe)
+    roles = []
+    memo: dict[tuple, RoleMemory] = {}
+    for name, role in recipe.roles.items():
+        source = sources[name]
+        memory = None
+        if source.config is not None:
+            key = (source.config, role.trainable)
+            if key not in memo:
+                memo[key] = role_memory(source.config, role.trainable, recipe.training.dit_precision, recipe)
+            memory = memo[key]
+        roles.append(RolePlan(name, role.trainable, source, memory))
+    ignored = tuple(sorted(k for k in recipe.training_given if TRAINING_FIELDS[k].metadata["status"] == IGNORED))
+    return RunPlan(recipe, rules_for(recipe.mesh)[0], tuple(roles), tuple(find_problems(recipe, sources)), ignored)
+
+
+_KIND = {"diffusers": "Diffusers weights", "fvjax": "fvjax weights", "preset": "built-in preset, random init",
+         "unavailable": "weights not here"}
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.3f} B" if n >= 1e8 else f"{n / 1e6:.3f} M" if n >= 1e5 else str(n)
+
+
+def render(plan: RunPlan, devices_present: str) -> str:
+    r, t, m = plan.recipe, plan.recipe.training, plan.recipe.mesh
+    form = "Phase 2 (distill:)" if r.form == "phase2" else "Phase 3 (recipe:)"
+    lines = [
+        f"fvjax dry run: {r.source}",
+        f"  recipe      family={r.family} method={r.method} mode={t.mode.value} (written in {form} form, "
+        f"roles under {r.roles_key}:)",
+        f"  topology    planned for the recipe's declared {m.num_devices} device(s), without them; "
+        f"this machine has {devices_present}",
+        f"  mesh        {m.describe()}  (data parallel {m.data_parallel}, parameter shards {m.param_shards}, "
+        f"rules preset {plan.rules_name})",
+        f"  batch       {t.train_batch_size} per data-parallel group x {m.data_parallel} groups x "
+        f"{t.grad_accum} accumulation = {t.train_batch_size * m.data_parallel * t.grad_accum} samples per update",
+        f"  precision   params {t.dit_precision} (dit_precision), AdamW moments fp32",
+        "  roles:",
+    ]
+    for role in plan.roles:
+        state = "trainable" if role.trainable else "frozen"
+        head = f"    {role.name:<8} {state:<9} {role.source.path}  [{_KIND[role.source.kind]}]"
+        if role.memory is None:
+            lines.append(head + "  (architecture unknown: parameter count and memory not planned)")
+            continue
+        mem = role.memory
+        cfg = role.source.config
+        lines.append(f"{head}  {_count(mem.num_params)} params ({cfg.num_layers} layers, dim {cfg.inner_dim})")
+        detail = f"params {_gib(mem.param_bytes)}"
+        if role.trainable:
+            detail += f" + AdamW m,v {_gib(mem.optimizer_bytes)}"
+            if mem.master_bytes:
+                detail += f" + fp32 master {_gib(mem.master_bytes)}"
+        lines.append(f"             per device: {detail} = {_gib(mem.total_bytes)}")
+    lines.append(f"  state per device (all roles, before activations): {_gib(plan.total_bytes_per_device)}")
+    lines.append(f"  method      {r.method_config}")
+    lines.append(f"  pipeline    flow_shift={r.pipeline.flow_shift} sampler_kind={r.pipeline.sampler_kind}")
+    lines.append(f"  training    steps={t.max_train_steps} seed={t.seed} lr={t.learning_rate} "
+                 f"betas={t.betas} scheduler={t.lr_scheduler} output_dir={t.output_dir or '(unset)'}")
+    saves = (f"every {t.training_state_checkpointing_steps} steps" if t.training_state_checkpointing_steps
+             else "never (training_state_checkpointing_steps is 0)")
+    lines.append(f"  checkpoint  {saves}, keep {t.checkpoints_total_limit or 'all'}; validation "
+                 f"{'every %g steps' % t.validation_steps if t.log_validation else 'off'}")
+    for key in plan.ignored:
+        lines.append(f"  note: training.{key} is accepted but ignored ({TRAINING_FIELDS[key].metadata['doc']})")
+    for problem in plan.problems:
+        lines.append(f"  warning: missing input: {problem.key}: {problem.message}")
+    verdict = "a real run would refuse to start until the warnings above are fixed" if plan.problems \
+        else "ready to train"
+    lines.append(f"  dry run OK: {verdict}")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Inputs a real run needs that are not on this machine (or not set): weights, data, validation prompts,
+checkpoint to resume from. The dry-run lists them as warnings; `python -m fvjax.train` refuses to start
+on any of them. Relative paths are taken from the current directory, as FastVideo does.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from fvjax.families.registry import ModelSource, get_family
+from fvjax.recipe.schema import Recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+
+
+def resolve_sources(recipe: Recipe) -> dict[str, ModelSource]:
+    where = recipe.source
+    return {name: get_family(role.family).resolve_model(role.path, where, recipe.role_key(name, "path"))
+            for name, role in recipe.roles.items()}
+
+
+def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None) -> list[Problem]:
+    t = recipe.training
+    sources = resolve_sources(recipe) if sources is None else sources
+    problems: list[Problem] = []
+    for name, source in sources.items():
+        if not source.weights_present:
+            problems.append(Problem(recipe.role_key(name, "path"), f"weights not available on this machine: "
+                                    f"{source.detail}"))
+    if not t.data_path:
+        problems.append(Problem("training.data_path", "is empty; set the preprocessed dataset directory"))
+    elif not Path(t.data_path).expanduser().exists():
+        problems.append(Problem("training.data_path", f"{t.data_path!r} does not exist on this machine"))
+    if t.log_validation:
+        if not t.validation_dataset_file:
+            problems.append(Problem("training.validation_dataset_file", "is empty but log_validation is true"))
+        elif not Path(t.validation_dataset_file).expanduser().is_file():
+            problems.append(Problem("training.validation_dataset_file",
+                                    f"{t.validation_dataset_file!r} does not exist on this machine"))
+    if t.init_weights_from_safetensors and not Path(t.init_weights_from_safetensors).expanduser().is_file():
+        problems.append(Problem("training.init_weights_from_safetensors",
+                                f"{t.init_weights_from_safetensors!r} does not exist on this machine"))
+    if t.resume_from_checkpoint and t.resume_from_checkpoint != "latest" \
+            and not Path(t.resume_from_checkpoint).expanduser().exists():
+        problems.append(Problem("training.resume_from_checkpoint",
+                                f"{t.resume_from_checkpoint!r} does not exist"))
+    if not t.output_dir:
+        problems.append(Problem("training.output_dir", "is empty; set where checkpoints and logs go"))
+    if t.max_train_steps <= 0:
+        problems.append(Problem("training.max_train_steps", "is 0; set the number of training steps"))
+    if t.train_batch_size <= 0:
+        problems.append(Problem("training.train_batch_size", "is 0; set the batch size per data-parallel group"))
+    if t.learning_rate <= 0:
+        problems.append(Problem("training.learning_rate", "is 0; the student's optimizer needs a learning rate"))
+    for key in ("num_latent_t", "num_height", "num_width"):
+        if getattr(t, key) <= 0:
+            problems.append(Problem(f"training.{key}", "is 0; set the training video shape"))
+    return problems
