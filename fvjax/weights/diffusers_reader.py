@@ -41,7 +41,7 @@ class DiffusersCheckpoint:
         self.listing, self.weight_map = self._find_weights()  # listing: the index, or the single file
         self.files = {f: SafetensorsFile(f) for f in dict.fromkeys(self.weight_map.values())}
         self.keys = tensor_keys(self.config)
-        self.stored_dtype = self._check()
+        self.stored_dtype = self._check()  # the one dtype of all tensors, or None when mixed
 
     # -- locating the tensors ------------------------------------------------------------------------
     def _find_weights(self) -> tuple[Path | None, dict[str, Path]]:
@@ -82,7 +82,7 @@ class DiffusersCheckpoint:
         return single, {name: single for name in header.entries}
 
     # -- checks ----------------------------------------------------------------------------------------
-    def _check(self) -> np.dtype:
+    def _check(self) -> np.dtype | None:
         expected = {k.diffusers_key: k for k in self.keys}
         for name in expected:
             if name not in self.weight_map:
@@ -112,9 +112,8 @@ class DiffusersCheckpoint:
             if entry.dtype not in _FLOAT_NAMES:
                 fail(path, name, f"wrong dtype {entry.dtype}; transformer weights must be F32, BF16 or F16")
             seen[entry.dtype] += 1
-        if len(seen) == 1:
-            return DTYPES[next(iter(seen))]
-        return np.dtype(np.float32)  # mixed storage: the widest common dtype
+        # Diffusers' half-precision checkpoints are mixed (its keep-in-fp32 modules stay fp32): None then.
+        return DTYPES[next(iter(seen))] if len(seen) == 1 else None
 
     # -- reading ---------------------------------------------------------------------------------------
     @property
@@ -140,9 +139,15 @@ class DiffusersCheckpoint:
                 on_tensor(entry.nbytes)
         return buf
 
+    def stored_leaf_dtype(self, keys: list[TensorKey]) -> np.dtype:
+        """The dtype a leaf is stored in (float32 if its tensors disagree)."""
+        names = {self.files[self.weight_map[k.diffusers_key]].entries[k.diffusers_key].dtype for k in keys}
+        return DTYPES[names.pop()] if len(names) == 1 else np.dtype(np.float32)
+
     def leaves(self, dtype: np.dtype | None = None, on_tensor: Callable[[int], None] | None = None
                ) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
-        """(path, array) for every fvjax leaf, in key-map order; only one leaf is built at a time."""
-        dtype = self.stored_dtype if dtype is None else np.dtype(dtype)
+        """(path, array) for every fvjax leaf, in key-map order; only one leaf is built at a time.
+        dtype None keeps each leaf's stored dtype (so mixed-precision checkpoints round-trip exactly)."""
         for path, keys in keys_by_leaf(self.config).items():
-            yield path, self.read_leaf(keys, dtype, on_tensor)
+            leaf_dtype = self.stored_leaf_dtype(keys) if dtype is None else np.dtype(dtype)
+            yield path, self.read_leaf(keys, leaf_dtype, on_tensor)

@@ -97,7 +97,8 @@ def load_transformer(path: str | Path, dtype: Any = None, **model_kwargs) -> Loa
     from fvjax.families.wan.transformer import model_from_params
 
     config, params = load_params(path, dtype)
-    param_dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    # Mixed-precision checkpoints (Diffusers keeps a few small modules fp32): the bulk's dtype decides.
+    param_dtype = max(jax.tree_util.tree_leaves(params), key=lambda leaf: leaf.size).dtype
     model_kwargs.setdefault("dtype", param_dtype)
     module = model_from_params(config, params, param_dtype=param_dtype, **model_kwargs)
     return LoadedTransformer(config, module)
