@@ -19,21 +19,27 @@ def _mesh():
     return Mesh(np.array(jax.devices()).reshape(4, 2), ("fsdp", "tp"))
 
 
+_TX = optim.build_optimizer(optim.OptimizerConfig(learning_rate=1e-3, max_grad_norm=1.0))
+
+
+@jax.jit
+def _one_adamw_step(params):
+    opt_state = _TX.init(params)
+    updates, opt_state = _TX.update(jax.tree.map(lambda p: jnp.full_like(p, 0.1), params), opt_state, params)
+    return opt_state, optax.apply_updates(params, updates)
+
+
 def _state(mesh, seed=0):
     """A role-like state: params sharded over both axes, AdamW state, EMA, step; bf16 and f32 leaves."""
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    params = {"blocks": {"kernel": jax.random.normal(k1, (2, 8, 16)),
-                         "scale": jax.random.normal(k2, (2, 16)).astype(jnp.bfloat16)},
-              "bias": jnp.arange(6, dtype=jnp.float32)}
+    rng = np.random.default_rng(seed)
+    params = {"blocks": {"kernel": rng.standard_normal((2, 8, 16), dtype=np.float32),
+                         "scale": rng.standard_normal((2, 16), dtype=np.float32).astype(jnp.bfloat16)},
+              "bias": np.arange(6, dtype=np.float32)}
     specs = {"blocks": {"kernel": P(None, "fsdp", "tp"), "scale": P(None, "fsdp")}, "bias": P()}
     params = jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), params, specs)
-    tx = optim.build_optimizer(optim.OptimizerConfig(learning_rate=1e-3, max_grad_norm=1.0))
-    opt_state = tx.init(params)
-    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.1, params)
-    updates, opt_state = tx.update(grads, opt_state, params)  # non-trivial moments and count
-    params = optax.apply_updates(params, updates)
+    opt_state, params = _one_adamw_step(params)  # non-trivial moments and count
     return {"student": {"params": params, "opt_state": opt_state, "ema": optim.ema_init(params),
-                        "step": jnp.int32(1)}}
+                        "step": jax.device_put(np.int32(1))}}
 
 
 def _assert_bit_equal(a, b):
