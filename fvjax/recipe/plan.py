@@ -3,11 +3,13 @@ recipe's declared mesh, computed abstractly (no weights read, no devices needed)
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from fvjax.families.registry import ModelSource
 from fvjax.recipe.preflight import Problem, find_problems, resolve_sources
 from fvjax.recipe.schema import Recipe
 from fvjax.recipe.training_args import IGNORED, TRAINING_FIELDS
+from fvjax.sharding.mesh import MeshPlan
 from fvjax.sharding.rules import param_specs, per_device_count, rules_for
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -48,12 +50,13 @@ class RunPlan:
         return sum(r.memory.total_bytes for r in self.roles if r.memory is not None)
 
 
-def role_memory(config, trainable: bool, precision: str, recipe: Recipe) -> RoleMemory:
+@functools.lru_cache(maxsize=32)
+def role_memory(config, trainable: bool, precision: str, mesh: MeshPlan) -> RoleMemory:
     from fvjax.families.wan.transformer import abstract_params, count_params, param_logical_axes
 
     shapes = abstract_params(config)
-    specs = param_specs(param_logical_axes(config), shapes, rules_for(recipe.mesh)[1], recipe.mesh)
-    per_device = per_device_count(shapes, specs, recipe.mesh)
+    specs = param_specs(param_logical_axes(config), shapes, rules_for(mesh)[1], mesh)
+    per_device = per_device_count(shapes, specs, mesh)
     width = DTYPE_BYTES[precision]
     return RoleMemory(
         num_params=count_params(shapes), params_per_device=per_device, param_bytes=per_device * width,
@@ -64,15 +67,11 @@ def role_memory(config, trainable: bool, precision: str, recipe: Recipe) -> Role
 def build_plan(recipe: Recipe) -> RunPlan:
     sources = resolve_sources(recipe)
     roles = []
-    memo: dict[tuple, RoleMemory] = {}
     for name, role in recipe.roles.items():
         source = sources[name]
         memory = None
         if source.config is not None:
-            key = (source.config, role.trainable)
-            if key not in memo:
-                memo[key] = role_memory(source.config, role.trainable, recipe.training.dit_precision, recipe)
-            memory = memo[key]
+            memory = role_memory(source.config, role.trainable, recipe.training.dit_precision, recipe.mesh)
         roles.append(RolePlan(name, role.trainable, source, memory))
     ignored = tuple(sorted(k for k in recipe.training_given if TRAINING_FIELDS[k].metadata["status"] == IGNORED))
     return RunPlan(recipe, rules_for(recipe.mesh)[0], tuple(roles), tuple(find_problems(recipe, sources)), ignored)
