@@ -322,6 +322,10 @@ def test_dmd2_values_from_method_config_training_or_pipeline():
     assert c == DMD2Config(rollout_mode="simulate", dmd_denoising_steps=(1000, 750, 500), generator_update_interval=3,
                            real_score_guidance_scale=2.5, warp_denoising_step=True, min_timestep_ratio=0.02,
                            max_timestep_ratio=0.98, flow_shift=8.0)
+    moved = load(edit(dmd2_base(), lambda r: r["method_config"].update(
+        fake_score_learning_rate=8e-6, fake_score_betas="0.0,0.999")))
+    assert moved.method_config.fake_score_learning_rate == 8e-6 == moved.training.fake_score_learning_rate
+    assert moved.method_config.fake_score_betas == (0.0, 0.999) == moved.training.fake_score_betas
     fallback = load(dmd2_base())
     assert fallback.method_config.generator_update_interval == 5  # TrainingArgs default
     assert fallback.training.simulate_generator_forward is True  # written back

@@ -11,6 +11,7 @@ import dataclasses
 from fvjax.errors import fail
 from fvjax.recipe import fields as F
 from fvjax.recipe.method_params import FROM_CONTEXT, METHOD, PIPELINE, REQUIRED, TRAINING, Param, Source
+from fvjax.recipe.training_args import TRAINING_FIELDS
 
 SIMULATE, DATA_LATENT = "simulate", "data_latent"
 ROLLOUT_ALIASES = {"sim": SIMULATE, "data": DATA_LATENT, "vae_latent": DATA_LATENT}
@@ -28,6 +29,10 @@ class DMD2Config:
     max_timestep_ratio: float = 0.98
     flow_shift: float = 3.0
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+    # The critic's optimizer (FastVideo: training.fake_score_*; its current main moves them to the method).
+    fake_score_learning_rate: float = 0.0             # 0 -> the student's learning_rate
+    fake_score_betas: tuple[float, float] = (0.9, 0.999)
+    fake_score_lr_scheduler: str = "constant"
 
 
 def _rollout_from_bool(simulate: bool) -> str:
@@ -89,4 +94,16 @@ DMD2_PARAMS: tuple[Param, ...] = (
         Source(TRAINING, "max_timestep_ratio"),
     ), check=_check_ratio),
     Param("flow_shift", (Source(PIPELINE, "flow_shift"),), FROM_CONTEXT, _check_shift),
+    Param("fake_score_learning_rate", (
+        Source(METHOD, "fake_score_learning_rate", F.read_float),
+        Source(TRAINING, "fake_score_learning_rate"),
+    )),
+    Param("fake_score_betas", (
+        Source(METHOD, "fake_score_betas", F.betas),
+        Source(TRAINING, "fake_score_betas"),
+    )),
+    Param("fake_score_lr_scheduler", (
+        Source(METHOD, "fake_score_lr_scheduler", TRAINING_FIELDS["fake_score_lr_scheduler"].metadata["read"]),
+        Source(TRAINING, "fake_score_lr_scheduler"),
+    )),
 )
