@@ -200,24 +200,20 @@ def ema_update(ema, params, step, decay: float, start_step: int):
 
 # ------------------------------------------------------------------------------- grad accumulation
 
-def accumulate_gradients(loss_fn: Callable, params, batch, key: jax.Array, num_micro_batches: int):
-    """Mean loss, aux and gradients of `loss_fn(params, micro_batch, key) -> (loss, aux)` over
-    `num_micro_batches` equal slices of every batch leaf's leading axis, under lax.scan (one
-    micro-batch's activations live at a time). Micro-batch i gets fold_in(key, i); with one
-    micro-batch the key is passed through unchanged. As FastVideo (loss / accum, backward per
-    micro-batch) the gradient is the mean of the micro-batch gradients.
+def accumulate_gradients(loss_fn: Callable, params, micro_batches, key: jax.Array):
+    """Mean loss, aux and gradients of `loss_fn(params, micro_batch, key) -> (loss, aux)` over the
+    micro-batches: every leaf of `micro_batches` has a leading axis of size A (gradient accumulation
+    steps), each slice along it is one micro-batch. Under lax.scan, so one micro-batch's activations
+    live at a time. The loop lays the batch out as [A, B, ...] with B sharded over data parallel, so
+    taking a micro-batch moves no data between devices. Micro-batch i gets fold_in(key, i); with
+    A = 1 the key is passed through unchanged. As FastVideo (loss / accum, backward per micro-batch)
+    the gradient is the mean of the micro-batch gradients.
 
     Returns ((loss, aux), grads)."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    if num_micro_batches <= 1:
-        return grad_fn(params, batch, key)
-
-    def split(x):
-        if x.shape[0] % num_micro_batches:
-            raise ValueError(f"batch axis {x.shape[0]} is not divisible by {num_micro_batches} micro-batches")
-        return x.reshape((num_micro_batches, x.shape[0] // num_micro_batches) + x.shape[1:])
-
-    micro = jax.tree.map(split, batch)
+    num_micro_batches = jax.tree.leaves(micro_batches)[0].shape[0]
+    if num_micro_batches == 1:
+        return grad_fn(params, jax.tree.map(lambda x: x[0], micro_batches), key)
 
     def body(carry, xs):
         i, mb = xs
@@ -225,9 +221,9 @@ def accumulate_gradients(loss_fn: Callable, params, batch, key: jax.Array, num_m
         total = jax.tree.map(jnp.add, carry, (loss, aux, grads))
         return total, None
 
-    zero = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), key)
+    zero = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro_batches), key)
     (zero_loss, zero_aux), zero_grads = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero)
     (loss, aux, grads), _ = jax.lax.scan(body, (zero_loss, zero_aux, zero_grads),
-                                         (jnp.arange(num_micro_batches), micro))
+                                         (jnp.arange(num_micro_batches), micro_batches))
     mean = lambda x: x / num_micro_batches
     return (mean(loss), jax.tree.map(mean, aux)), jax.tree.map(mean, grads)

@@ -135,9 +135,11 @@ def test_accumulated_gradients_equal_the_full_batch():
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     params = {"w": jax.random.normal(k1, (5, 2))}
     batch = {"x": jax.random.normal(k2, (8, 5)), "y": jax.random.normal(k3, (8, 2))}
-    (loss, aux), grads = optim.accumulate_gradients(loss_fn, params, batch, jax.random.key(1), 1)
-    (loss4, aux4), grads4 = jax.jit(optim.accumulate_gradients, static_argnums=(0, 4))(
-        loss_fn, params, batch, jax.random.key(1), 4)
+    one = jax.tree.map(lambda x: x[None], batch)
+    four = jax.tree.map(lambda x: x.reshape((4, 2) + x.shape[1:]), batch)
+    (loss, aux), grads = optim.accumulate_gradients(loss_fn, params, one, jax.random.key(1))
+    (loss4, aux4), grads4 = jax.jit(optim.accumulate_gradients, static_argnums=(0,))(
+        loss_fn, params, four, jax.random.key(1))
     np.testing.assert_allclose(loss4, loss, rtol=1e-5)
     np.testing.assert_allclose(aux4["pred_mean"], aux["pred_mean"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grads4["w"], grads["w"], rtol=1e-5, atol=1e-6)
