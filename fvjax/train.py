@@ -68,13 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     maybe_initialize()
     recipe = _load(args, lambda: _devices_present()[0])
     from fvjax.recipe.preflight import find_problems
-    from fvjax.recipe.plan import build_plan
 
     problems = find_problems(recipe)
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more; run with --dry-run to list them)" if len(problems) > 1 else ""
         fail(recipe.source, first.key, f"{first.message}; training cannot start{more}")
+    from fvjax.sharding.mesh import make_mesh
+    make_mesh(recipe.mesh, where=recipe.source)  # the declared topology must be the one present
     try:
         from fvjax.loop import run_training
     except ModuleNotFoundError as err:
@@ -82,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         fail("fvjax.train", None, "the trainer (fvjax/loop.py) lands with issue 4; for now only --dry-run "
              "works")
-    del build_plan  # the loop builds its own runtime from the recipe
     run_training(recipe, args)
     return 0
 

@@ -215,6 +215,12 @@ def test_real_run_refuses_missing_inputs(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     code, _, err = run(["--config", str(path), "--resume-from-checkpoint", "ckpt-7"])
     assert_one_line_error(code, err, "training.resume_from_checkpoint: 'ckpt-7' does not exist")
+    raw = base()
+    raw["training"]["num_gpus"] = 16
+    path.write_text(yaml.safe_dump(raw))
+    code, _, err = run(["--config", str(path)])
+    assert_one_line_error(code, err, f"{path}: training.num_gpus: the plan (replica=1 x fsdp=16 x sp=1 x tp=1) "
+                          "needs 16 devices but 8 cpu device(s) are present")
 
 
 def test_real_run_with_every_input_present_reaches_the_trainer(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from fvjax.errors import fail
 from fvjax.families.registry import get_family
@@ -124,7 +124,7 @@ def _read_pipeline(raw: dict, where: object) -> tuple[Given, str | None]:
     return Given(read_pipeline_values(section, where, key), where, key), None
 
 
-def _check_ranges(training: TrainingArgs, given: set[str], where: object) -> None:
+def _check_ranges(training: TrainingArgs, where: object) -> None:
     for name in _NON_NEGATIVE:
         if getattr(training, name) < 0:
             fail(where, f"training.{name}", f"is {getattr(training, name)}; must be >= 0")
@@ -238,7 +238,7 @@ def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int
         if updates:
             training = training.replace(**updates)
     family.check_training(training, where)
-    _check_ranges(training, given_training, where)
+    _check_ranges(training, where)
 
     return Recipe(
         family=family_name, method=method_name, roles=roles, training=training,
