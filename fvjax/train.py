@@ -74,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = problems[0]
         more = f" (and {len(problems) - 1} more; run with --dry-run to list them)" if len(problems) > 1 else ""
         fail(recipe.source, first.key, f"{first.message}; training cannot start{more}")
-    from fvjax.sharding.mesh import make_mesh
-    make_mesh(recipe.mesh, where=recipe.source)  # the declared topology must be the one present
+    from fvjax.sharding.mesh import make_mesh, select_devices
+    make_mesh(recipe.mesh, select_devices(recipe.mesh), where=recipe.source)  # enough devices for the plan?
     try:
         from fvjax.loop import run_training
     except ModuleNotFoundError as err:

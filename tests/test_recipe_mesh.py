@@ -10,7 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from fvjax.errors import UserError
 from fvjax.families.wan.config import PRESETS
 from fvjax.families.wan.transformer import abstract_params, count_params, param_logical_axes
-from fvjax.sharding.mesh import AXES, fill_distributed, make_mesh, plan_mesh
+from fvjax.sharding.mesh import AXES, fill_distributed, make_mesh, plan_mesh, select_devices
 from fvjax.sharding.rules import FSDP_RULES, RULE_PRESETS, param_specs, per_device_count, rules_for
 
 
@@ -54,6 +54,10 @@ def test_make_mesh_on_present_devices_and_clear_error_otherwise():
     assert small.devices.size == 2
     with pytest.raises(UserError, match="needs 16 devices but 8 cpu device"):
         make_mesh(plan_mesh(fill_distributed(16, sp_size=1)))
+    two = plan_mesh(fill_distributed(2, sp_size=1))
+    assert select_devices(two) == jax.devices()[:2] and make_mesh(two, select_devices(two)).devices.size == 2
+    with pytest.raises(UserError, match="needs 2 devices but 8"):
+        make_mesh(two)  # all devices given explicitly: the count must match
 
 
 @pytest.mark.parametrize("args,preset", [

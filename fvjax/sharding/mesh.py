@@ -135,6 +135,17 @@ def plan_mesh(dist: Distributed, *, where: object = None, prefix: str = "trainin
          "other so parameter shards and sequence-parallel groups nest")
 
 
+def select_devices(plan: MeshPlan) -> list:
+    """The devices a run of `plan` uses: all of them, or, in a single process with spare devices (a
+    1-GPU recipe on an 8-GPU box), the first `plan.num_devices`. `make_mesh` checks the count."""
+    import jax
+
+    devices = jax.devices()
+    if jax.process_count() == 1 and len(devices) > plan.num_devices:
+        return devices[:plan.num_devices]
+    return devices
+
+
 def make_mesh(plan: MeshPlan, devices: Sequence | None = None, *, where: object = None,
               key: str = "training.num_gpus"):
     """A jax.sharding.Mesh for the plan on `devices` (default: all devices); a clear error if they do
