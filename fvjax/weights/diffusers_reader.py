@@ -31,14 +31,29 @@ def _describe(config: WanConfig) -> str:
 class DiffusersCheckpoint:
     """A Diffusers `WanTransformer3DModel` directory: config.json + safetensors (single or sharded)."""
 
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.config_path = self.directory / CONFIG_NAME
-        raw = read_json(self.config_path)
-        self.config = WanConfig.from_diffusers_config(raw, where=self.config_path)
-        self.raw_config: dict = raw
-        self.index_path: Path | None = None  # set when the weights are sharded
-        self.listing, self.weight_map = self._find_weights()  # listing: the index, or the single file
+    def __init__(self, directory: str | Path, *, weights_file: str | Path | None = None,
+                 config: WanConfig | None = None):
+        """`directory` holds config.json and the weights. Alternatively `weights_file` (one safetensors
+        file with Diffusers key names, e.g. FastVideo's init_weights_from_safetensors) and the `config`
+        it must match."""
+        if weights_file is not None:
+            self.directory = Path(weights_file).parent
+            self.config_path = Path(weights_file)
+            self.config = config
+            self.raw_config = config.to_diffusers_config()
+            self.index_path = None
+            if not Path(weights_file).is_file():
+                fail(weights_file, None, "file not found; give a .safetensors file of Diffusers transformer weights")
+            self.listing = Path(weights_file)
+            self.weight_map = {name: self.listing for name in SafetensorsFile(self.listing).entries}
+        else:
+            self.directory = Path(directory)
+            self.config_path = self.directory / CONFIG_NAME
+            raw = read_json(self.config_path)
+            self.config = WanConfig.from_diffusers_config(raw, where=self.config_path)
+            self.raw_config: dict = raw
+            self.index_path: Path | None = None  # set when the weights are sharded
+            self.listing, self.weight_map = self._find_weights()  # listing: the index, or the single file
         self.files = {f: SafetensorsFile(f) for f in dict.fromkeys(self.weight_map.values())}
         self.keys = tensor_keys(self.config)
         self.stored_dtype = self._check()  # the one dtype of all tensors, or None when mixed

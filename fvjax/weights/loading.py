@@ -38,7 +38,19 @@ def load_params(path: str | Path, dtype: Any = None, shardings: dict | None = No
     loc = resolve(path, where=where)
     if loc.kind == "fvjax":
         return restore_fvjax_dir(loc.directory, dt, shardings)
-    ckpt = DiffusersCheckpoint(loc.directory)
+    return _read_checkpoint(DiffusersCheckpoint(loc.directory), dt, shardings, progress)
+
+
+def load_params_from_safetensors(file: str | Path, config: WanConfig, dtype: Any = None,
+                                 shardings: dict | None = None, *, progress: bool = False) -> dict:
+    """Params from one safetensors file of Diffusers transformer weights that must match `config`
+    (FastVideo's training.init_weights_from_safetensors)."""
+    ckpt = DiffusersCheckpoint(None, weights_file=file, config=config)
+    return _read_checkpoint(ckpt, as_dtype(dtype, where="dtype"), shardings, progress)[1]
+
+
+def _read_checkpoint(ckpt: DiffusersCheckpoint, dt, shardings: dict | None, progress: bool
+                     ) -> tuple[WanConfig, dict]:
     flat = {}
     if progress:
         from tqdm import tqdm

@@ -1,0 +1,245 @@
+"""The training loop: the only impure loop in fvjax.
+
+It builds the mesh and the roles' states, jits the method's pure update once (trainable states donated,
+frozen roles a separate non-donated argument), then for each step pulls a batch, calls the update with
+the key fold_in(seed, step), logs, checkpoints, and reacts to preemption and non-finite losses.
+
+Steps are numbered from 1 (FastVideo's convention: with generator_update_interval 5 the first student
+update is step 5). The batch of step s is batch s - 1 of the step-indexed data pipeline, and the update's
+key is fold_in(key(seed), s): a resumed run needs no saved RNG and repeats the uninterrupted run bit for
+bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from fvjax.checkpoint import Checkpointer, describe_no_checkpoint, resolve_resume
+from fvjax.data.pipeline import DataConfig, TrainData
+from fvjax.errors import UserError
+from fvjax.metrics_log import MetricsLogger
+from fvjax.recipe.schema import Recipe
+from fvjax.roles import Runtime, abstract_like, build_runtime, compute_dtype
+from fvjax.sharding.logical import use_rules
+from fvjax.sharding.mesh import make_mesh
+from fvjax.sharding.rules import rules_for
+
+BATCH_AXES = ("replica", "fsdp")   # data-parallel mesh axes (the rules' act_batch)
+EXIT_DIVERGED = 1
+
+
+class TrainingDiverged(Exception):
+    pass
+
+
+def make_update(recipe: Recipe, runtime: Runtime) -> Callable:
+    """The method's pure update(states, frozen, batch, key) -> (states, metrics)."""
+    if recipe.method == "finetune":
+        from fvjax.methods.finetune import make_update as make
+    elif recipe.method == "dmd2":
+        from fvjax.methods.dmd2 import make_update as make
+    else:  # the registry accepted it, so this is a missing implementation, not a user error
+        raise NotImplementedError(f"method {recipe.method!r} has no update function")
+    return make(recipe.method_config, runtime.models, compute_dtype(recipe))
+
+
+def _devices_for(recipe: Recipe) -> list:
+    devices = jax.devices()
+    needed = recipe.mesh.num_devices
+    if jax.process_count() == 1 and len(devices) > needed:
+        # One process with spare devices (e.g. a recipe for 1 GPU on an 8-GPU box): use the first ones.
+        print(f"fvjax: using {needed} of the {len(devices)} devices present (training.num_gpus = {needed})",
+              file=sys.stderr)
+        return devices[:needed]
+    return devices
+
+
+def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
+    t = recipe.training
+    student = runtime.models["student"].config
+    cfg = DataConfig(
+        data_path=t.data_path, seed=t.seed, num_latent_t=t.num_latent_t, training_cfg_rate=t.training_cfg_rate,
+        global_batch_size=t.train_batch_size * recipe.mesh.data_parallel * t.grad_accum,
+        text_dim=student.text_dim, latent_channels=student.in_channels)
+    return TrainData(cfg)
+
+
+def _batch_sharding(mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
+
+
+def _to_global(batch: dict[str, np.ndarray], grad_accum: int, data: TrainData, sharding) -> dict:
+    """This process's rows [A * b, ...] -> global arrays [A, B, ...]: micro-batch axis first, the batch
+    axis sharded over data parallel. Row r of micro-batch a is local row a * b + r."""
+    out = {}
+    for k, v in batch.items():
+        local = v.reshape((grad_accum, v.shape[0] // grad_accum) + v.shape[1:])
+        global_shape = (grad_accum, local.shape[1] * data.process_count) + local.shape[2:]
+        out[k] = jax.make_array_from_process_local_data(sharding, local, global_shape)
+    return out
+
+
+class _Preemption:
+    """SIGTERM (a preempted VM, a cluster's kill) -> save at the end of the current step and exit 0."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            # Every process must take the same decision: JAX's preemption sync point, not a local flag.
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _first_nonfinite_loss(metrics: dict[str, float]) -> str | None:
+    for k, v in metrics.items():
+        if k.endswith("loss") and not math.isfinite(v):
+            return k
+    return None
+
+
+def _export_trained_weights(recipe: Recipe, runtime: Runtime, states: dict) -> None:
+    """Write each trainable role (and its EMA) as an fvjax weights directory <output_dir>/<role>[_ema],
+    the input of `python -m fvjax.convert fvjax-to-diffusers`; a previous export is replaced whole."""
+    import shutil
+
+    from fvjax.weights.atomic import atomic_directory
+    from fvjax.weights.fvjax_dir import write_fvjax_dir
+
+    for name, state in states.items():
+        for suffix, params in (("", state.params), ("_ema", state.ema)):
+            if params is None:
+                continue
+            dst = os.path.join(recipe.training.output_dir, f"{name}{suffix}")
+            fresh = dst + ".new"
+            shutil.rmtree(fresh, ignore_errors=True)
+            with atomic_directory(fresh, where="training.output_dir") as tmp:
+                write_fvjax_dir(tmp, runtime.models[name].config, params,
+                                source=f"fvjax training, role {name}{suffix}")
+            if os.path.exists(dst):
+                shutil.rmtree(dst)
+            os.rename(fresh, dst)
+
+
+def run_training(recipe: Recipe, args: Any = None) -> int:
+    t = recipe.training
+    mesh = make_mesh(recipe.mesh, _devices_for(recipe), where=recipe.source)
+    _, rules = rules_for(recipe.mesh)
+    with use_rules(mesh, rules):
+        runtime = build_runtime(recipe, mesh, rules)
+        return _train(recipe, runtime)
+
+
+def _train(recipe: Recipe, runtime: Runtime) -> int:
+    t = recipe.training
+    lead = jax.process_index() == 0
+    data = _data(recipe, runtime)
+    states = runtime.states
+    ckpt = Checkpointer.for_output_dir(t.output_dir, interval_steps=t.training_state_checkpointing_steps,
+                                       total_limit=t.checkpoints_total_limit)
+    start_step = 0
+    resume = resolve_resume(t.resume_from_checkpoint, t.output_dir)
+    if t.resume_from_checkpoint and resume is None and lead:
+        print(f"fvjax: {describe_no_checkpoint(t.output_dir)}", file=sys.stderr)
+    iterator = data.iterator(0)
+    if resume is not None:
+        restored = Checkpointer(resume.root, read_only=True).restore(
+            resume.step, abstract_like(states, runtime.state_shardings))
+        states, start_step = restored.state, restored.step
+        iterator.set_state(restored.data_state, where=f"{resume.path}: data")
+        if lead:
+            print(f"fvjax: resumed from {resume.path} (step {start_step})", file=sys.stderr)
+
+    update = jax.jit(make_update(recipe, runtime),
+                     in_shardings=(runtime.state_shardings, runtime.frozen_shardings,
+                                   _batch_sharding(runtime.mesh), None),
+                     out_shardings=(runtime.state_shardings, None), donate_argnums=(0,))
+    base_key = jax.random.key(t.seed)
+    batch_sharding = _batch_sharding(runtime.mesh)
+    logger = MetricsLogger(t.output_dir, t.trackers, t.tracker_project_name, t.wandb_run_name, recipe.text)
+    preemption = _Preemption()
+    bar = _progress(start_step, t.max_train_steps, lead)
+    step = start_step
+    try:
+        while step < t.max_train_steps:
+            step += 1
+            batch = _to_global(next(iterator), t.grad_accum, data, batch_sharding)
+            began = time.perf_counter()
+            states, metrics = update(states, runtime.frozen, batch, jax.random.fold_in(base_key, step))
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            metrics["step_time_sec"] = time.perf_counter() - began
+            bad = _first_nonfinite_loss(metrics)
+            if bad:
+                raise TrainingDiverged(f"step {step}: {bad} is {metrics[bad]}")
+            logger.log(step, metrics)
+            bar.show(step, metrics)
+            if ckpt.should_save(step) or step == t.max_train_steps:
+                ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
+            if preemption.reached(step):
+                ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
+                ckpt.wait_until_finished()
+                if lead:
+                    print(f"fvjax: preempted; saved checkpoint {step} in {ckpt.root}; resume with "
+                          "--resume-from-checkpoint latest", file=sys.stderr)
+                return 0
+        ckpt.wait_until_finished()
+        _export_trained_weights(recipe, runtime, states)
+    except TrainingDiverged as err:
+        ckpt.wait_until_finished()
+        latest = ckpt.latest_step()
+        kept = f"the last good checkpoint is {ckpt.root}/{latest}" if latest else "no checkpoint was saved"
+        print(f"fvjax: error: {recipe.source}: training stopped at {err}; {kept} (lower training.learning_rate "
+              f"or raise max_grad_norm, then resume)", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
+    finally:
+        bar.close()
+        logger.close()
+        preemption.restore()
+        ckpt.close()
+    return 0
+
+
+@dataclasses.dataclass
+class _Bar:
+    bar: Any
+    last: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def show(self, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        now = time.perf_counter()
+        rate = 1.0 / max(now - self.last, 1e-9)
+        self.last = now
+        loss = {k.split("/")[0] + " loss": f"{v:.4g}" for k, v in metrics.items() if k.endswith("/loss")}
+        lr = {k.split("/")[0] + " lr": f"{v:.3g}" for k, v in metrics.items() if k.endswith("/lr")}
+        self.bar.set_postfix({**loss, **lr, "steps/s": f"{rate:.2f}"}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(start: int, total: int, lead: bool) -> _Bar:
+    if not lead:
+        return _Bar(None)
+    from tqdm import tqdm
+    return _Bar(tqdm(total=total, initial=start, desc="training", unit="step", dynamic_ncols=True))
