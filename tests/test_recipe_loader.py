@@ -162,7 +162,7 @@ def test_string_forms_have_fastvideo_meaning():
     ("betas", "0.9", "two numbers"), ("betas", [0.9, 1.5], "[0, 1)"), ("betas", "a,b", "number"),
     ("num_gpus", 8.5, "integer"), ("num_gpus", True, "integer"), ("seed", "abc", "integer"),
     ("learning_rate", "fast", "number"), ("learning_rate", [1], "number"), ("output_dir", 5, "string"),
-    ("mixed_precision", False, "quote it"), ("trackers", "wandb", "list"),
+    ("mixed_precision", False, "quote it"), ("mixed_precision", "fp16", "must be one of"), ("trackers", "wandb", "list"),
     ("lr_scheduler", "cosine_annealing", "must be one of"), ("dit_precision", "fp8", "must be one of"),
     ("enable_gradient_checkpointing_type", "some", "must be one of"),
     ("validation_sampling_steps", "8,x", "integer"), ("weighting_scheme", "gauss", "must be one of"),

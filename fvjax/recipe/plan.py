@@ -82,7 +82,10 @@ _KIND = {"diffusers": "Diffusers weights", "fvjax": "fvjax weights", "preset": "
 
 
 def _gib(n: int) -> str:
-    return f"{n / GIB:.2f} GiB"
+    for unit, size in (("GiB", GIB), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
 
 
 def _count(n: int) -> str:
@@ -102,7 +105,8 @@ def render(plan: RunPlan, devices_present: str) -> str:
         f"rules preset {plan.rules_name})",
         f"  batch       {t.train_batch_size} per data-parallel group x {m.data_parallel} groups x "
         f"{t.grad_accum} accumulation = {t.train_batch_size * m.data_parallel * t.grad_accum} samples per update",
-        f"  precision   params {t.dit_precision} (dit_precision), AdamW moments fp32",
+        f"  precision   params {t.dit_precision} (dit_precision), compute "
+        f"{'fp32' if t.mixed_precision in ('no', 'fp32', 'float32') else 'bf16'} (mixed_precision), AdamW moments fp32",
         "  roles:",
     ]
     for role in plan.roles:

@@ -22,6 +22,7 @@ USED, IGNORED, UNSUPPORTED = "used", "ignored", "unsupported"
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr", "polynomial",
                  "constant", "constant_with_warmup", "piecewise_constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+MIXED_PRECISION = ("", "bf16", "no", "fp32", "float32")  # accelerate's spelling; fvjax/roles.py reads it
 AUTO = -1  # FastVideo's "fill me in" value for sp_size, tp_size and hsdp_shard_dim
 
 
@@ -141,8 +142,8 @@ class TrainingArgs:
     enable_gradient_checkpointing_type: str | None = _f(
         None, F.choice((None, "full", "ops", "block_skip")), "optimizer",
         "rematerialisation policy of trainable roles")
-    mixed_precision: str = _f("", _str, "optimizer", "not read by FastVideo's new trainer; compute is bf16 "
-                              "with fp32 masters (dit_precision)", IGNORED)
+    mixed_precision: str = _f("", F.choice(MIXED_PRECISION), "optimizer",
+                              "compute dtype: '' or bf16 -> bf16 (FastVideo's autocast); 'no'/fp32 -> fp32")
     num_train_epochs: int = _f(0, _int, "optimizer", _LEGACY, IGNORED)
     scale_lr: bool = _f(False, _bool, "optimizer", _LEGACY, IGNORED)
     selective_checkpointing: float = _f(0.0, _float, "optimizer", _LEGACY, IGNORED)
