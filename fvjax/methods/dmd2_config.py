@@ -14,6 +14,9 @@ from fvjax.recipe.method_params import FROM_CONTEXT, METHOD, PIPELINE, REQUIRED,
 from fvjax.recipe.training_args import TRAINING_FIELDS
 
 SIMULATE, DATA_LATENT = "simulate", "data_latent"
+# The teacher's CFG: FastVideo's design branch / legacy x_c + w (x_c - x_u) (the seed's recipes; w = 3.5 is
+# standard CFG 4.5), or the standard x_u + w (x_c - x_u) of FastVideo's current main.
+CFG_FASTVIDEO, CFG_STANDARD = "fastvideo", "standard"
 ROLLOUT_ALIASES = {"sim": SIMULATE, "data": DATA_LATENT, "vae_latent": DATA_LATENT}
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -33,6 +36,10 @@ class DMD2Config:
     fake_score_learning_rate: float = 0.0             # 0 -> the student's learning_rate
     fake_score_betas: tuple[float, float] = (0.9, 0.999)
     fake_score_lr_scheduler: str = "constant"
+    real_score_guidance_form: str = CFG_FASTVIDEO     # fastvideo: x_c + w (x_c - x_u); standard: x_u + w (x_c - x_u)
+    # A precomputed negative-prompt embedding ([L, text_dim] .npy/.safetensors) until the text encoder
+    # exists; "" -> zeros (with a warning).
+    negative_prompt_embedding: str = ""
 
 
 def _rollout_from_bool(simulate: bool) -> str:
@@ -106,4 +113,8 @@ DMD2_PARAMS: tuple[Param, ...] = (
         Source(METHOD, "fake_score_lr_scheduler", TRAINING_FIELDS["fake_score_lr_scheduler"].metadata["read"]),
         Source(TRAINING, "fake_score_lr_scheduler"),
     )),
+    Param("real_score_guidance_form", (
+        Source(METHOD, "real_score_guidance_form", F.choice((CFG_FASTVIDEO, CFG_STANDARD))),), CFG_FASTVIDEO),
+    Param("negative_prompt_embedding", (
+        Source(METHOD, "negative_prompt_embedding", F.read_nonempty_str),), ""),
 )
