@@ -140,12 +140,12 @@ def abstract_model(config: WanConfig, param_dtype=jnp.float32, **model_kwargs) -
 
 def abstract_params(config: WanConfig, param_dtype=jnp.float32) -> dict:
     """Pure dict of jax.ShapeDtypeStruct with the structure of `params_of(model)`."""
-    return nnx.state(abstract_model(config, param_dtype), nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(abstract_model(config, param_dtype), nnx.Param))
 
 
 def params_of(model: WanTransformer) -> dict:
     """The model's parameters as a pure nested dict of arrays."""
-    return nnx.state(model, nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def _set_path(tree: dict, path: tuple, value) -> None:
@@ -163,8 +163,9 @@ def param_logical_axes(config: WanConfig) -> dict:
         axes = tuple(variable.get_metadata().get("logical_axes"))
         if path[0] == "blocks":
             axes = ("layers",) + axes
-        if len(axes) != len(variable.value.shape):
-            raise AssertionError(f"logical axes {axes} do not match shape {variable.value.shape} at {path}")
+        shape = variable.get_value().shape
+        if len(axes) != len(shape):
+            raise AssertionError(f"logical axes {axes} do not match shape {shape} at {path}")
         _set_path(out, tuple(str(p) for p in path), axes)
     return out
 
