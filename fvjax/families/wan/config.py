@@ -101,6 +101,11 @@ PRESETS: dict[str, WanConfig] = {
     "tiny-hd128": WanConfig(
         num_attention_heads=2, attention_head_dim=128, in_channels=16, out_channels=16, text_dim=64,
         freq_dim=32, ffn_dim=96, num_layers=3, rope_max_seq_len=64),
+    # A bigger tiny model with the same text_dim and channels as "tiny": a DMD2 teacher for a "tiny"
+    # student (the seed's recipe distills a larger teacher into a smaller student too).
+    "tiny-teacher": WanConfig(
+        num_attention_heads=4, attention_head_dim=16, in_channels=16, out_channels=16, text_dim=32,
+        freq_dim=32, ffn_dim=128, num_layers=3, rope_max_seq_len=64),
 }
 
 
