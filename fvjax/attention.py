@@ -12,10 +12,12 @@ causal, scale 1/sqrt(D) — what Wan uses for both self- and cross-attention. Ba
 - "splash": the Pallas TPU splash-attention kernel. Sequences are padded to the kernel's block sizes
   (padded keys masked with segment ids), head_dim padded to a multiple of 128, the scale folded into q.
   When sharding rules are active (`fvjax.sharding.use_rules`) it runs under `shard_map`: q keeps its
-  batch / sequence / head sharding, k and v are gathered along the sequence.
+  batch / sequence / head sharding, k and v are gathered along the sequence. Off TPU the kernel runs
+  in Pallas interpret mode (slow, for tests only).
 - "auto": splash on TPU, cuDNN on GPU when the dtype allows, else xla.
 
-The accelerator backends are checked against "xla" by tests only where that accelerator is present.
+On the CPU the tests check "splash" (interpreted, also under shard_map) against "xla"; "cudnn" and the
+compiled splash kernel still need a check on a GPU / TPU.
 """
 from __future__ import annotations
 
