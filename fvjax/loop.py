@@ -27,6 +27,7 @@ from fvjax.checkpoint import Checkpointer, describe_no_checkpoint, resolve_resum
 from fvjax.data.pipeline import DataConfig, TrainData
 from fvjax.errors import UserError
 from fvjax.metrics_log import MetricsLogger
+from fvjax.negative_prompt import add_to_runtime as add_negative_prompt
 from fvjax.recipe.schema import Recipe
 from fvjax.roles import Runtime, abstract_like, build_runtime, compute_dtype
 from fvjax.sharding.logical import use_rules
@@ -145,6 +146,7 @@ def run_training(recipe: Recipe, args: Any = None) -> int:
     _, rules = rules_for(recipe.mesh)
     with use_rules(mesh, rules):
         runtime = build_runtime(recipe, mesh, rules)
+        add_negative_prompt(recipe, runtime)   # dmd2's teacher CFG input (a no-op for other methods)
         return _train(recipe, runtime)
 
 

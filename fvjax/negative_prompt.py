@@ -1,0 +1,82 @@
+"""The negative-prompt embedding DMD2's teacher uses for its unconditional branch.
+
+FastVideo encodes Wan's default negative prompt with UMT5 at train start and post-processes it like the
+dataset embeddings: padded with zeros to 512 tokens, mask 1 over the valid tokens. Until fvjax has the
+text encoder, the embedding comes precomputed from the file named by `method_config.negative_prompt_embedding`
+(an [L, text_dim] array in .npy, or the single tensor of a .safetensors file); with none given the
+embedding is zeros (an empty prompt's padding), with a warning.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from fvjax.errors import fail
+
+TEXT_LEN = 512
+KEY = "method_config.negative_prompt_embedding"
+
+
+def read_embedding(path: str, where: object) -> np.ndarray:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        fail(where, KEY, f"{path!r} does not exist (an [L, text_dim] .npy or .safetensors file)")
+    try:
+        if file.suffix == ".npy":
+            array = np.load(file, allow_pickle=False)
+        elif file.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+            tensors = load_file(str(file))
+            if len(tensors) != 1:
+                fail(where, KEY, f"{path!r} holds {len(tensors)} tensors ({', '.join(sorted(tensors))}); "
+                     "expected exactly one, the [L, text_dim] embedding")
+            array = next(iter(tensors.values()))
+        else:
+            fail(where, KEY, f"{path!r}: expected a .npy or .safetensors file")
+    except (OSError, ValueError) as err:
+        fail(where, KEY, f"cannot read {path!r}: {err}")
+    if array.ndim == 3 and array.shape[0] == 1:   # a batch of one, as an encoder writes it
+        array = array[0]
+    return np.asarray(array, np.float32) if array.ndim == 2 else fail(
+        where, KEY, f"{path!r} has shape {list(array.shape)}; expected [L, text_dim]")
+
+
+def negative_prompt(path: str, text_dim: int, where: object, text_len: int = TEXT_LEN) -> dict[str, np.ndarray]:
+    """{"embeds": float32 [text_len, text_dim], "mask": int32 [text_len]}: the embedding padded with
+    zeros (or zeros when `path` is empty, with a warning on stderr)."""
+    embeds = np.zeros((text_len, text_dim), np.float32)
+    mask = np.zeros((text_len,), np.int32)
+    if not path:
+        print("fvjax: warning: method_config.negative_prompt_embedding is not set; the teacher's unconditional "
+              "branch uses a zero embedding (FastVideo uses Wan's encoded default negative prompt)", file=sys.stderr)
+        return {"embeds": embeds, "mask": mask}
+    array = read_embedding(path, where)
+    if array.shape[1] != text_dim:
+        fail(where, KEY, f"{path!r} has text dim {array.shape[1]}; the teacher expects {text_dim}")
+    if array.shape[0] > text_len:
+        fail(where, KEY, f"{path!r} has {array.shape[0]} tokens; at most {text_len}")
+    if not np.all(np.isfinite(array)):
+        fail(where, KEY, f"{path!r} contains non-finite values")
+    embeds[:array.shape[0]] = array
+    mask[:array.shape[0]] = 1
+    return {"embeds": embeds, "mask": mask}
+
+
+def add_to_runtime(recipe, runtime) -> None:
+    """For methods with a teacher CFG (dmd2): put the negative prompt into runtime.frozen (replicated,
+    never donated, never checkpointed)."""
+    if recipe.method != "dmd2":
+        return
+    from fvjax.methods.dmd2 import NEGATIVE_PROMPT
+
+    text_dim = runtime.models["teacher"].config.text_dim
+    arrays = negative_prompt(recipe.method_config.negative_prompt_embedding, text_dim, recipe.source)
+    replicated = NamedSharding(runtime.mesh, PartitionSpec())
+    # From a callback, so every process of a multi-host run places its own identical copy.
+    runtime.frozen[NEGATIVE_PROMPT] = {k: jax.make_array_from_callback(v.shape, replicated, lambda i, v=v: v[i])
+                                       for k, v in arrays.items()}
+    runtime.frozen_shardings[NEGATIVE_PROMPT] = {k: replicated for k in arrays}
