@@ -213,6 +213,12 @@ def test_real_run_refuses_missing_inputs(tmp_path, monkeypatch):
     assert_one_line_error(code, err, f"{path}: training.data_path: 'data' does not exist on this machine; "
                            "training cannot start")
     (tmp_path / "data").mkdir()
+    raw = base()
+    raw["method_config"]["negative_prompt_embedding"] = "neg.npy"
+    path.write_text(yaml.safe_dump(raw))
+    code, _, err = run(["--config", str(path)])
+    assert_one_line_error(code, err, "method_config.negative_prompt_embedding: 'neg.npy' does not exist")
+    path.write_text(yaml.safe_dump(base()))
     code, _, err = run(["--config", str(path), "--resume-from-checkpoint", "ckpt-7"])
     assert_one_line_error(code, err, "training.resume_from_checkpoint: 'ckpt-7' does not exist")
     raw = base()

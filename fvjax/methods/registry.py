@@ -42,6 +42,9 @@ class MethodSpec:
     config_cls: type
     params: tuple[Param, ...]
     check: Check | None = None
+    # Files the method reads, as (dotted key, path) for a given config; empty paths are skipped. The
+    # dry-run lists the missing ones and a real run refuses to start on them.
+    input_files: Callable[[Any], tuple[tuple[str, str], ...]] | None = None
 
     @property
     def role_names(self) -> tuple[str, ...]:
@@ -101,6 +104,7 @@ DMD2 = register_method(MethodSpec(
     config_cls=DMD2Config,
     params=DMD2_PARAMS,
     check=_check_dmd2,
+    input_files=lambda c: (("method_config.negative_prompt_embedding", c.negative_prompt_embedding),),
 ))
 
 FINETUNE = register_method(MethodSpec(

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from fvjax.families.registry import ModelSource, get_family
+from fvjax.methods.registry import get_method
 from fvjax.recipe.schema import Recipe
 
 
@@ -48,6 +49,10 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
             and not Path(t.resume_from_checkpoint).expanduser().exists():
         problems.append(Problem("training.resume_from_checkpoint",
                                 f"{t.resume_from_checkpoint!r} does not exist"))
+    method = get_method(recipe.method)
+    for key, path in method.input_files(recipe.method_config) if method.input_files else ():
+        if path and not Path(path).expanduser().exists():
+            problems.append(Problem(key, f"{path!r} does not exist on this machine"))
     if not t.output_dir:
         problems.append(Problem("training.output_dir", "is empty; set where checkpoints and logs go"))
     if t.max_train_steps <= 0:
