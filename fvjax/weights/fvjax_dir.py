@@ -55,12 +55,30 @@ def write_fvjax_dir(directory: str | Path, config: WanConfig, params: dict, *,
     lead = jax.process_index() == 0  # every process joins the orbax save; one writes the small files
     if lead:
         (directory / CONFIG_NAME).write_text(diffusers_config_text(raw_config or config.to_diffusers_config()))
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save((directory / PARAMS_DIR).absolute(), params)
-        ckpt.wait_until_finished()
+    with ocp.Checkpointer(_save_handler()) as ckpt:
+        ckpt.save((directory / PARAMS_DIR).absolute(), args=ocp.args.PyTreeSave(params))
     # The manifest goes last: a directory without it is never taken for fvjax weights.
     if lead:
         (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _save_handler():
+    """Orbax's pytree handler, set up so a save adds little memory on top of the params themselves.
+
+    Orbax by default deep-copies host (numpy) arrays before an async save and zstd-compresses every
+    chunk; together that held two extra copies of the model (measured: 3.2x the checkpoint's size at
+    peak for a 1 GB model, 1.2x without). The save here is synchronous and nothing mutates the arrays
+    meanwhile, so the copy is not needed; weights barely compress (random-looking mantissas), so
+    compression only cost time and memory. Restoring reads either form.
+    """
+    import jax
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint._src.serialization import type_handler_registry, type_handlers
+
+    registry = type_handler_registry.create_type_handler_registry(
+        (np.ndarray, type_handlers.NumpyHandler(deepcopy_host_arrays=False)),
+        (jax.Array, type_handlers.ArrayHandler()))
+    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
 
 
 def read_fvjax_config(directory: str | Path) -> tuple[WanConfig, dict, dict]:
@@ -142,11 +160,16 @@ def restore_fvjax_dir(directory: str | Path, dtype: np.dtype | None = None, shar
         return np.dtype(meta.dtype) if dtype is None else np.dtype(dtype)
 
     if as_numpy:
-        restore_args = nest({p: ocp.RestoreArgs(restore_type=np.ndarray, dtype=target_dtype(m))
-                             for p, m in stored.items()})
-        with ocp.PyTreeCheckpointer() as ckpt:
-            params = ckpt.restore(params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-        return config, params
+        # One leaf per restore call: orbax reads all numpy leaves of a call concurrently, each with a
+        # transient buffer, which for a whole tree costs ~0.5 extra copies of the model at peak.
+        flat = {}
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckpt:
+            for p, m in stored.items():
+                args = ocp.args.PyTreeRestore(
+                    item=nest({p: np.empty((), m.dtype)}), partial_restore=True,
+                    restore_args=nest({p: ocp.RestoreArgs(restore_type=np.ndarray, dtype=target_dtype(m))}))
+                flat[p] = flatten(ckpt.restore(params_dir, args=args))[p]
+        return config, nest(flat)
     abstract = nest({p: jax.ShapeDtypeStruct(tuple(m.shape), target_dtype(m), sharding=sharding_of(shardings, p))
                      for p, m in stored.items()})
     with ocp.StandardCheckpointer() as ckpt:
