@@ -218,3 +218,15 @@ def test_existing_dst_is_refused(dirs, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fvjax: error: --dst:") and "already exists" in err[0]
+
+
+def test_convert_recipes_run(dirs):
+    # The shell recipes in convert/, on the tiny checkpoint instead of the published one.
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "SRC": str(dirs["pipeline"])}
+    fv, back = dirs["root"] / "recipe_fv", dirs["root"] / "recipe_back"
+    for argv in (["bash", "convert/wan2.1_t2v_1.3b_to_fvjax.sh", str(fv), "float32"],
+                 ["bash", "convert/student_to_diffusers.sh", str(fv), str(back)]):
+        proc = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    assert safetensors_contents(back) == safetensors_contents(dirs["single"])
