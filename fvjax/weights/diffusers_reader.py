@@ -111,7 +111,6 @@ class DiffusersCheckpoint:
                     fail(path, name, f"missing: listed in {self.index_path.name} but not in this shard; the "
                          "shard is damaged or from another checkpoint, re-download it")
             extra = [n for n in f.entries if n not in expected]
-            extra += [n for n in listed if n not in expected and n not in f.entries]
             if extra:
                 more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
                 fail(path, extra[0], f"unexpected tensor{more}: not part of a Wan2.1 T2V transformer with "
