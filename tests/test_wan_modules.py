@@ -211,8 +211,8 @@ def test_remat_policies_give_the_same_gradients():
 
     base_loss, base = grads("none")
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(base))
-    # Three policies keep the test fast on 2 cores: save-nothing, save-matmuls, save-named.
-    for policy in ("full", "dots_with_no_batch_dims", "save_qkv_attention_out"):
+    # Two policies keep the test fast on 2 cores: save nothing, save named activations.
+    for policy in ("full", "save_qkv_attention_out"):
         value, g = grads(policy)
         np.testing.assert_allclose(float(value), float(base_loss), rtol=1e-6)
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(base)):
