@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from fvjax.methods.common import apply_gradients, learning_rate, purpose_key
 from fvjax.methods.dmd2_config import SIMULATE, DMD2Config
-from fvjax.methods.dmd2_rollout import Rollout, data_latent_rollout, simulate_rollout
+from fvjax.methods.dmd2_rollout import Rollout, data_latent_rollout, simulate_rollout, simulate_rollout_no_grad
 from fvjax.methods.dmd2_schedule import NoiseLevels, denoising_steps, guided_x0, score_timestep
 from fvjax.optim import accumulate_gradients
 from fvjax.roles import RoleModel
@@ -53,11 +53,18 @@ def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) ->
         velocity = model.apply(params, x_t.astype(compute_dtype), timestep, text.astype(compute_dtype))
         return levels.x0_from_velocity(x_t, velocity, t)
 
-    def rollout(params, batch, key) -> Rollout:
+    def rollout(params, batch, key, grad: bool = True) -> Rollout:
         x0_fn = functools.partial(x0_of, student, text=batch["text_embeds"])
         if cfg.rollout_mode == SIMULATE:  # the dataset latents only give the shape
-            return simulate_rollout(x0_fn, params, batch["latents"].shape, steps, levels, key)
+            simulate = simulate_rollout if grad else simulate_rollout_no_grad
+            return simulate(x0_fn, params, batch["latents"].shape, steps, levels, key)
         return data_latent_rollout(x0_fn, params, batch["latents"], steps, levels, key)
+
+    def teacher_x0(params, x_t, t, cond, negative):
+        # Conditional and negative prompt through one compiled teacher (lax.map: two sequential calls).
+        texts = jnp.stack([cond, negative])
+        x0s = jax.lax.map(lambda text: x0_of(teacher, params, x_t, t, text), texts)
+        return x0s[0], x0s[1]
 
     def generator(student_params, batch, key, critic_params, frozen):
         out = rollout(student_params, batch, purpose_key(key, "generator_rollout"))
@@ -68,8 +75,7 @@ def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) ->
         negative = jnp.broadcast_to(frozen[NEGATIVE_PROMPT]["embeds"], cond.shape[:1] + frozen[NEGATIVE_PROMPT]
                                     ["embeds"].shape).astype(cond.dtype)
         x0_fake = x0_of(critic, critic_params, x_t, t, cond)
-        x0_real = guided_x0(x0_of(teacher, frozen["teacher"], x_t, t, cond),
-                            x0_of(teacher, frozen["teacher"], x_t, t, negative),
+        x0_real = guided_x0(*teacher_x0(frozen["teacher"], x_t, t, cond, negative),
                             cfg.real_score_guidance_scale, cfg.real_score_guidance_form)
         x0_fake, x0_real = jax.lax.stop_gradient((x0_fake, x0_real))
         normaliser = jnp.mean(jnp.abs(x0 - x0_real))   # over the whole batch, as FastVideo
@@ -82,7 +88,7 @@ def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) ->
 
     def critic_loss(critic_params, batch, key, student_params):
         x0 = jax.lax.stop_gradient(
-            rollout(jax.lax.stop_gradient(student_params), batch, purpose_key(key, "critic_rollout")).x0)
+            rollout(student_params, batch, purpose_key(key, "critic_rollout"), grad=False).x0)
         t = score_timestep(purpose_key(key, "critic_timestep"), cfg)
         noise = jax.random.normal(purpose_key(key, "critic_noise"), x0.shape, jnp.float32)
         x_t = levels.add_noise(x0, noise, t)
