@@ -1,0 +1,92 @@
+"""Helpers for end-to-end training tests: tiny recipes, synthetic data, running the trainer in-process or
+as a subprocess, reading metrics and checkpoints back."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import yaml
+
+from fvjax.checkpoint import Checkpointer, checkpoint_root
+from fvjax.data.synthetic import write_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_LATENT = (16, 3, 8, 8)
+TINY_TEXT = (16, 32)   # tokens, text_dim of the "tiny" preset
+
+
+def make_data(path: Path, num_samples: int = 8, fmt: str = "fvjax", seed: int = 0) -> str:
+    return write_synthetic(str(path), fmt, num_samples, TINY_LATENT, TINY_TEXT[0], TINY_TEXT[1], seed)
+
+
+def finetune_recipe(data_path: str, output_dir: Path, **training) -> dict:
+    """The tiny finetune recipe (configs/examples/tiny_finetune.yaml) with test-sized settings."""
+    recipe = yaml.safe_load((REPO / "configs/examples/tiny_finetune.yaml").read_text())
+    recipe["training"].update(data_path=str(data_path), output_dir=str(output_dir), max_train_steps=8,
+                              training_state_checkpointing_steps=0, checkpoints_total_limit=0, train_batch_size=2)
+    recipe["training"].update(training)
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def train_in_process(recipe_path: Path, *flags: str) -> int:
+    from fvjax.train import main
+    return main(["--config", str(recipe_path), *flags])
+
+
+def train_command(recipe_path: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "fvjax.train", "--config", str(recipe_path), *flags]
+
+
+def kill_after_checkpoint(recipe_path: Path, output_dir: Path, step: int, timeout: float = 600) -> int:
+    """Start the trainer as a subprocess, SIGKILL it as soon as checkpoint `step` is finalized; returns
+    the subprocess's return code (-9 when it was killed)."""
+    target = Path(checkpoint_root(str(output_dir))) / str(step)
+    proc = subprocess.Popen(train_command(recipe_path), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not target.is_dir():  # orbax renames the finished checkpoint into place: exists = finalized
+            if proc.poll() is not None:
+                raise AssertionError(f"trainer exited ({proc.returncode}) before checkpoint {step}: "
+                                     f"{proc.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no checkpoint {step} after {timeout} s")
+            time.sleep(0.005)
+        proc.kill()
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
+def metrics_by_step(output_dir: Path) -> dict[int, dict]:
+    """metrics.jsonl as {step: row}; a step logged twice (a resumed run repeating it) keeps the last row."""
+    rows = {}
+    for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rows[row["step"]] = row
+    return rows
+
+
+def checkpoint_arrays(output_dir: Path, step: int) -> dict[str, np.ndarray]:
+    """Every array of checkpoint `step` as host numpy, keyed by its path."""
+    with Checkpointer(checkpoint_root(str(output_dir)), read_only=True) as ckpt:
+        state = ckpt.restore(step).state
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in flat}
+
+
+def subprocess_env() -> dict:
+    return dict(os.environ)
