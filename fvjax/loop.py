@@ -25,13 +25,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from fvjax.checkpoint import Checkpointer, describe_no_checkpoint, resolve_resume
 from fvjax.data.pipeline import DataConfig, TrainData
-from fvjax.errors import UserError
 from fvjax.metrics_log import MetricsLogger
 from fvjax.negative_prompt import add_to_runtime as add_negative_prompt
 from fvjax.recipe.schema import Recipe
 from fvjax.roles import Runtime, abstract_like, build_runtime, compute_dtype
 from fvjax.sharding.logical import use_rules
-from fvjax.sharding.mesh import make_mesh
+from fvjax.sharding.mesh import make_mesh, select_devices
 from fvjax.sharding.rules import rules_for
 
 BATCH_AXES = ("replica", "fsdp")   # data-parallel mesh axes (the rules' act_batch)
@@ -51,17 +50,6 @@ def make_update(recipe: Recipe, runtime: Runtime) -> Callable:
     else:  # the registry accepted it, so this is a missing implementation, not a user error
         raise NotImplementedError(f"method {recipe.method!r} has no update function")
     return make(recipe.method_config, runtime.models, compute_dtype(recipe))
-
-
-def _devices_for(recipe: Recipe) -> list:
-    devices = jax.devices()
-    needed = recipe.mesh.num_devices
-    if jax.process_count() == 1 and len(devices) > needed:
-        # One process with spare devices (e.g. a recipe for 1 GPU on an 8-GPU box): use the first ones.
-        print(f"fvjax: using {needed} of the {len(devices)} devices present (training.num_gpus = {needed})",
-              file=sys.stderr)
-        return devices[:needed]
-    return devices
 
 
 def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
@@ -141,8 +129,11 @@ def _export_trained_weights(recipe: Recipe, runtime: Runtime, states: dict) -> N
 
 
 def run_training(recipe: Recipe, args: Any = None) -> int:
-    t = recipe.training
-    mesh = make_mesh(recipe.mesh, _devices_for(recipe), where=recipe.source)
+    devices = select_devices(recipe.mesh)
+    if len(devices) < len(jax.devices()):
+        print(f"fvjax: using {len(devices)} of the {len(jax.devices())} devices present "
+              f"(training.num_gpus = {recipe.mesh.num_devices})", file=sys.stderr)
+    mesh = make_mesh(recipe.mesh, devices, where=recipe.source)
     _, rules = rules_for(recipe.mesh)
     with use_rules(mesh, rules):
         runtime = build_runtime(recipe, mesh, rules)
