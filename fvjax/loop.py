@@ -196,6 +196,7 @@ def _train(recipe: Recipe, runtime: Runtime) -> int:
         ckpt.wait_until_finished()
         _export_trained_weights(recipe, runtime, states)
     except TrainingDiverged as err:
+        bar.close()  # before the message, so the error stays the last line on the terminal
         ckpt.wait_until_finished()
         latest = ckpt.latest_step()
         kept = f"the last good checkpoint is {ckpt.root}/{latest}" if latest else "no checkpoint was saved"

@@ -118,17 +118,14 @@ def _load_role_params(recipe: Recipe, name: str, config: WanConfig, kind: str, p
 
     role = recipe.roles[name]
     key = recipe.role_key(name, "path")
-    if kind == "preset":
-        params = _random_params(config, _preset_key(recipe.training.seed, role.path), param_dtype, shardings)
-    else:
-        loaded_config, params = load_params(role.path, jnp.dtype(param_dtype), shardings,
-                                            where=f"{recipe.source}: {key}")
-        if loaded_config != config:
-            fail(recipe.source, key, "the weights' config differs from the one the plan resolved")
     override = recipe.init_weights_override(name)
-    if override:
-        params = load_params_from_safetensors(override, config, jnp.dtype(param_dtype), shardings,
-                                              where=f"{recipe.source}: training.init_weights_from_safetensors")
+    if override:  # FastVideo's init_weights_from_safetensors replaces the role's weights entirely
+        return load_params_from_safetensors(override, config, jnp.dtype(param_dtype), shardings)
+    if kind == "preset":
+        return _random_params(config, _preset_key(recipe.training.seed, role.path), param_dtype, shardings)
+    loaded_config, params = load_params(role.path, jnp.dtype(param_dtype), shardings, where=f"{recipe.source}: {key}")
+    if loaded_config != config:
+        fail(recipe.source, key, "the weights' config differs from the one the plan resolved")
     return params
 
 

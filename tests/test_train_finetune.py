@@ -117,3 +117,24 @@ def test_fastvideo_parquet_dataset_trains(tmp_path):
     rows = metrics_by_step(out)
     assert sorted(rows) == [1, 2, 3] and all(np.isfinite(r["student/loss"]) for r in rows.values())
     assert (out / "student" / "config.json").is_file()  # the trained student, ready for fvjax.convert
+
+
+def test_trained_student_exports_to_diffusers(tmp_path, straight_run):
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    import fvjax
+    from fvjax.convert import main as convert
+
+    dst = tmp_path / "student-diffusers"
+    assert convert(["fvjax-to-diffusers", "--src", str(straight_run / "student"), "--dst", str(dst),
+                    "--no-progress"]) == 0
+    torch_model = WanTransformer3DModel.from_pretrained(dst).eval()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 16, 3, 8, 8)).astype(np.float32)
+    t = np.array([500.0], np.float32)
+    text = rng.standard_normal((1, 16, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = torch_model(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(text)).sample.numpy()
+    got = np.asarray(fvjax.load_transformer(straight_run / "student")(x, t, text))
+    assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
