@@ -31,9 +31,12 @@ class Dense(nnx.Module):
                           bias_axes if bias_axes is not None else (axes[-1],))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x.astype(self.dtype)
-        y = jnp.dot(x, self.kernel[...].astype(self.dtype))
-        return y + self.bias[...].astype(self.dtype)
+        # A 2-D matmul: its kernel gradient is one plain [in, rows] x [rows, out] product; contracting
+        # over (batch, seq) as a 3-D dot_general costs XLA:CPU a transposed copy (1.6x slower fwd+bwd).
+        lead = x.shape[:-1]
+        x2 = x.astype(self.dtype).reshape(-1, x.shape[-1])
+        y = jnp.dot(x2, self.kernel[...].astype(self.dtype)) + self.bias[...].astype(self.dtype)
+        return y.reshape(*lead, y.shape[-1])
 
 
 def layer_norm_fp32(x: jax.Array, eps: float) -> jax.Array:
