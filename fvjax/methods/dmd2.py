@@ -123,6 +123,10 @@ def make_update(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) ->
 
         new_student, metrics = jax.lax.cond(student_updates_at(step, cfg.generator_update_interval),
                                             student_step, student_rest, student_state)
+        # The critic phase starts after the student phase. It reads only the step's starting weights, so
+        # this changes no value; it gives every device one order of collectives (XLA's CPU runtime can
+        # otherwise run the two phases' collectives in different orders on different devices and deadlock).
+        new_student, critic_state = jax.lax.optimization_barrier((new_student, critic_state))
         loss_fn = functools.partial(losses.critic, student_params=student_state.params)
         (critic_loss, critic_aux), grads = accumulate_gradients(loss_fn, critic_state.params, batch,
                                                                 purpose_key(key, "critic"))
