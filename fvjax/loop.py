@@ -128,7 +128,17 @@ def _export_trained_weights(recipe: Recipe, runtime: Runtime, states: dict) -> N
             os.rename(fresh, dst)
 
 
+def _enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache, so a resumed or repeated run skips most compile time (minutes
+    for full-size models). JAX_COMPILATION_CACHE_DIR (or jax.config) chooses the place; the default is
+    ~/.cache/fvjax/jax_compilation."""
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir",
+                          os.path.join(os.path.expanduser("~"), ".cache", "fvjax", "jax_compilation"))
+
+
 def run_training(recipe: Recipe, args: Any = None) -> int:
+    _enable_compilation_cache()
     devices = select_devices(recipe.mesh)
     if len(devices) < len(jax.devices()):
         print(f"fvjax: using {len(devices)} of the {len(jax.devices())} devices present "
