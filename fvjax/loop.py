@@ -110,7 +110,7 @@ def _export_trained_weights(recipe: Recipe, runtime: Runtime, states: dict) -> N
     the input of `python -m fvjax.convert fvjax-to-diffusers`; a previous export is replaced whole."""
     import shutil
 
-    from fvjax.weights.atomic import atomic_directory
+    from fvjax.atomic import atomic_directory
     from fvjax.weights.fvjax_dir import write_fvjax_dir
 
     for name, state in states.items():

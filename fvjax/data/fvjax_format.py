@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Iterable, Iterator
 
 import ml_dtypes
 import numpy as np
 
 from fvjax.data.sources import RawSample
+from fvjax.atomic import atomic_directory
 from fvjax.errors import UserError
 
 FORMAT_NAME = "fvjax-latents"
@@ -121,12 +121,7 @@ class FvjaxSource:
 def write_fvjax_dataset(out_dir: str, samples: Iterable[dict], samples_per_shard: int = 256) -> str:
     """Write samples ({"latents": [16,T,H,W], "text_embeds": [L, D], optional "id", "caption"}) as an
     fvjax dataset at out_dir (which must not exist yet). Returns out_dir."""
-    if os.path.exists(out_dir):
-        raise UserError(out_dir, None, "the output directory exists already; choose a new path")
-    tmp = f"{out_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with atomic_directory(out_dir, where="--out") as tmp:
         shards, latent_shape, text_dim, total = [], None, None, 0
         for chunk in _chunks(iter(samples), samples_per_shard):
             name = f"shard-{len(shards):05d}"
@@ -151,10 +146,6 @@ def write_fvjax_dataset(out_dir: str, samples: Iterable[dict], samples_per_shard
                     "text_dim": text_dim, "shards": shards}
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 import threading
 from typing import Iterable
 
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fvjax.data.sources import FLAG, RawSample
+from fvjax.atomic import atomic_directory
 from fvjax.errors import UserError
 
 REQUIRED_COLUMNS = ("vae_latent_bytes", "vae_latent_shape", "text_embedding_bytes", "text_embedding_shape")
@@ -139,12 +139,7 @@ def write_parquet_dataset(out_dir: str, samples: Iterable[dict], samples_per_fil
                           row_group_size: int = 8) -> str:
     """Write samples ({"latents", "text_embeds", optional "id", "caption"}) in FastVideo's t2v parquet
     schema (float32 bytes) into out_dir (which must not exist yet). Returns out_dir."""
-    if os.path.exists(out_dir):
-        raise UserError(out_dir, None, "the output directory exists already; choose a new path")
-    tmp = f"{out_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with atomic_directory(out_dir, where="--out") as tmp:
         rows, n_files, total = [], 0, 0
 
         def flush():
@@ -171,8 +166,4 @@ def write_parquet_dataset(out_dir: str, samples: Iterable[dict], samples_per_fil
             flush()
         if total == 0:
             raise UserError(out_dir, "samples", "no samples to write")
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

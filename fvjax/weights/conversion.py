@@ -9,7 +9,7 @@ import numpy as np
 
 from fvjax.errors import fail
 from fvjax.families.wan.keymap import nest
-from fvjax.weights.atomic import atomic_directory
+from fvjax.atomic import atomic_directory
 from fvjax.weights.diffusers_reader import DiffusersCheckpoint
 from fvjax.weights.diffusers_writer import DEFAULT_MAX_SHARD_SIZE, parse_size, write_diffusers_dir
 from fvjax.weights.fvjax_dir import read_fvjax_config, restore_fvjax_dir, write_fvjax_dir
