@@ -126,8 +126,9 @@ def make_update(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) ->
         # The critic phase starts after the student phase. It reads only the step's starting weights, so
         # this changes no value; it gives every device one order of collectives (XLA's CPU runtime can
         # otherwise run the two phases' collectives in different orders on different devices and deadlock).
-        new_student, critic_state = jax.lax.optimization_barrier((new_student, critic_state))
-        loss_fn = functools.partial(losses.critic, student_params=student_state.params)
+        new_student, critic_state, rollout_params = jax.lax.optimization_barrier(
+            (new_student, critic_state, student_state.params))
+        loss_fn = functools.partial(losses.critic, student_params=rollout_params)
         (critic_loss, critic_aux), grads = accumulate_gradients(loss_fn, critic_state.params, batch,
                                                                 purpose_key(key, "critic"))
         new_critic, critic_metrics = apply_gradients(critic, critic_state, grads)
