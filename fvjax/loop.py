@@ -232,7 +232,7 @@ class _Bar:
         now = time.perf_counter()
         rate = 1.0 / max(now - self.last, 1e-9)
         self.last = now
-        loss = {k.split("/")[0] + " loss": f"{v:.4g}" for k, v in metrics.items() if k.endswith("/loss")}
+        loss = {k.replace("/", " "): f"{v:.4g}" for k, v in metrics.items() if k.endswith("loss")}
         lr = {k.split("/")[0] + " lr": f"{v:.3g}" for k, v in metrics.items() if k.endswith("/lr")}
         self.bar.set_postfix({**loss, **lr, "steps/s": f"{rate:.2f}"}, refresh=False)
         self.bar.update(1)

@@ -83,8 +83,7 @@ def optimizer_config(recipe: Recipe, role: str) -> OptimizerConfig:
     critic = role == "critic"
     cfg = OptimizerConfig(
         learning_rate=t.critic_learning_rate if critic else t.learning_rate,
-        # FastVideo's design branch: fake_score_betas falls back to betas when not given.
-        betas=t.fake_score_betas if critic and "fake_score_betas" in recipe.training_given else t.betas,
+        betas=t.fake_score_betas if critic else t.betas,   # the loader resolved fake_score_betas' fallback
         weight_decay=t.weight_decay,
         lr_scheduler=t.fake_score_lr_scheduler if critic else t.lr_scheduler,
         lr_warmup_steps=t.lr_warmup_steps, lr_num_cycles=t.lr_num_cycles, lr_power=t.lr_power,

@@ -10,7 +10,7 @@ import dataclasses
 
 from fvjax.errors import fail
 from fvjax.recipe import fields as F
-from fvjax.recipe.method_params import FROM_CONTEXT, METHOD, PIPELINE, REQUIRED, TRAINING, Param, Source
+from fvjax.recipe.method_params import FROM_CONTEXT, FromTraining, METHOD, PIPELINE, REQUIRED, TRAINING, Param, Source
 from fvjax.recipe.training_args import TRAINING_FIELDS
 
 SIMULATE, DATA_LATENT = "simulate", "data_latent"
@@ -105,10 +105,11 @@ DMD2_PARAMS: tuple[Param, ...] = (
         Source(METHOD, "fake_score_learning_rate", F.read_float),
         Source(TRAINING, "fake_score_learning_rate"),
     )),
+    # FastVideo's design branch: the critic's betas fall back to the student's `betas` when not given.
     Param("fake_score_betas", (
         Source(METHOD, "fake_score_betas", F.betas),
         Source(TRAINING, "fake_score_betas"),
-    )),
+    ), FromTraining("betas")),
     Param("fake_score_lr_scheduler", (
         Source(METHOD, "fake_score_lr_scheduler", TRAINING_FIELDS["fake_score_lr_scheduler"].metadata["read"]),
         Source(TRAINING, "fake_score_lr_scheduler"),

@@ -29,6 +29,12 @@ REQUIRED = _Marker("REQUIRED")
 FROM_CONTEXT = _Marker("FROM_CONTEXT")  # the loader supplies it (e.g. the family's default flow_shift)
 
 
+@dataclasses.dataclass(frozen=True)
+class FromTraining:
+    """Default: the value of another training field (FastVideo: fake_score_betas falls back to betas)."""
+    field: str
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -46,7 +52,8 @@ class Source:
 class Param:
     name: str
     sources: tuple[Source, ...]
-    default: Any = None                           # REQUIRED, FROM_CONTEXT or a value (used if no TRAINING source)
+    default: Any = None                           # REQUIRED, FROM_CONTEXT, FromTraining(field) or a value
+                                                  # (a value is used only if there is no TRAINING source)
     check: Callable[[Any, object, str], None] | None = None
     missing_hint: str = ""
 
@@ -115,6 +122,10 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
                 fail(where, key, "missing" + (f"; {param.missing_hint}" if param.missing_hint else ""))
             elif param.default is FROM_CONTEXT:
                 value = context[param.name]
+            elif isinstance(param.default, FromTraining):
+                training = given.get(TRAINING)
+                field = param.default.field
+                value = training.values[field] if training and field in training.values else training_defaults[field]
             elif training_src is not None:
                 value = training_src.to_param(training_defaults[training_src.key])
             else:
