@@ -105,27 +105,35 @@ def _first_nonfinite_loss(metrics: dict[str, float]) -> str | None:
     return None
 
 
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
 def _export_trained_weights(recipe: Recipe, runtime: Runtime, states: dict) -> None:
     """Write each trainable role (and its EMA) as an fvjax weights directory <output_dir>/<role>[_ema],
-    the input of `python -m fvjax.convert fvjax-to-diffusers`; a previous export is replaced whole."""
+    the input of `python -m fvjax.convert fvjax-to-diffusers`. Every process joins the (collective)
+    orbax write into <dir>.new; process 0 then swaps it in, so a previous export is replaced whole."""
     import shutil
 
-    from fvjax.atomic import atomic_directory
     from fvjax.weights.fvjax_dir import write_fvjax_dir
 
+    lead = jax.process_index() == 0
     for name, state in states.items():
         for suffix, params in (("", state.params), ("_ema", state.ema)):
             if params is None:
                 continue
             dst = os.path.join(recipe.training.output_dir, f"{name}{suffix}")
             fresh = dst + ".new"
-            shutil.rmtree(fresh, ignore_errors=True)
-            with atomic_directory(fresh, where="training.output_dir") as tmp:
-                write_fvjax_dir(tmp, runtime.models[name].config, params,
-                                source=f"fvjax training, role {name}{suffix}")
-            if os.path.exists(dst):
-                shutil.rmtree(dst)
-            os.rename(fresh, dst)
+            if lead:
+                shutil.rmtree(fresh, ignore_errors=True)
+            _sync(f"export {fresh}")
+            write_fvjax_dir(fresh, runtime.models[name].config, params, source=f"fvjax training, role {name}{suffix}")
+            _sync(f"exported {fresh}")
+            if lead:
+                shutil.rmtree(dst, ignore_errors=True)
+                os.rename(fresh, dst)
 
 
 def _enable_compilation_cache() -> None:
