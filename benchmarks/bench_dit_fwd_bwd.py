@@ -6,7 +6,7 @@ compilation (compile time printed separately); PyTorch in eager mode; the two st
 that load from other processes affects both alike. Prints one JSON line per
 framework and the ratio jax/torch (goal <= 1.0).
 
-    python benchmarks/bench_dit_fwd_bwd.py [--layers 4 --heads 4 --head-dim 64 ...]
+    python benchmarks/bench_dit_fwd_bwd.py [--threads 1] [--scan-unroll full] [--layers 4 --heads 4 ...]
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--text-len", type=int, default=512)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--remat", default="none", help="fvjax remat policy (Diffusers runs without checkpointing)")
+    p.add_argument("--scan-unroll", default="1",
+                   help="fvjax layer-scan unroll: an int >= 1 (1 = rolled loop, the model default) or 'full'")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch intra-op threads; 1 also makes XLA single-threaded (a fair comparison on a "
                         "machine shared with other work)")
@@ -40,6 +42,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    scan_unroll = True if args.scan_unroll == "full" else int(args.scan_unroll)
     if args.threads == 1:  # must be set before jax is imported
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
@@ -81,7 +84,8 @@ def main(argv=None) -> int:
 
     # JAX
     graphdef, state = nnx.split(model_from_params(config, fvjax_params(reference, args.layers),
-                                                  remat_policy=args.remat, attention_backend="xla"))
+                                                  remat_policy=args.remat, attention_backend="xla",
+                                                  scan_unroll=scan_unroll))
     xj, tj, cj = jnp.asarray(x), jnp.asarray(t), jnp.asarray(text)
     loss_fn = lambda st, x, t, c: jnp.mean(jnp.square(nnx.merge(graphdef, st)(x, t, c)))  # noqa: E731
     step = jax.jit(jax.value_and_grad(loss_fn))
@@ -119,7 +123,7 @@ def main(argv=None) -> int:
                           threads=torch.get_num_threads(), **common)))
     print(json.dumps(dict(framework="jax", median_step_s=round(med["jax"], 4),
                           median_step_cpu_s=round(med_cpu["jax"], 4), compile_s=round(compile_s, 2),
-                          loss=jax_loss, remat=args.remat, devices=str(jax.devices()[0]),
+                          loss=jax_loss, remat=args.remat, scan_unroll=args.scan_unroll, devices=str(jax.devices()[0]),
                           xla_flags=os.environ.get("XLA_FLAGS", ""), **common)))
     print(f"fwd+bwd wall-time ratio jax/torch = {med['jax'] / med['torch']:.3f}  (goal <= 1.0); "
           f"CPU-time ratio = {med_cpu['jax'] / med_cpu['torch']:.3f}")
