@@ -1,8 +1,10 @@
 """fvjax.schedulers against the installed Diffusers schedulers (the numerical oracle), all in float32.
 
-Tolerance: tables bit-equal (or 1 float32 ulp where a log/expm1 could round differently); each step's
-output within 1e-6 of Diffusers' relative to the sample's magnitude when fed the same inputs; a whole
-guided sampling run (both chains evolving independently) within 1e-5.
+Tolerance: sigma / timestep tables bit-equal; each step's output within 1e-6 of Diffusers' (max abs
+difference over max |Diffusers' output|) when fed the same inputs; a whole guided sampling run (both chains
+evolving independently) within 1e-5. Steps are not bit-equal: XLA:CPU fuses a*x - b*y into FMAs (torch does
+not), and UniPC's float32 coefficients go through torch's log, which is not correctly rounded (ours is).
+Measured on this CPU: per-step <= 8.3e-7 (UniPC, 50 steps), whole runs <= 2.2e-7.
 """
 from __future__ import annotations
 
@@ -83,9 +85,9 @@ def _jitted_step(scheduler, state, index, velocity, sample):
     return scheduler.step(state, index, velocity, sample)
 
 
-@pytest.mark.parametrize("kind,steps,shift", [("unipc", 1, 3.0), ("unipc", 2, 5.0), ("unipc", 10, 1.0), ("unipc", 10, 3.0),
-                                              ("unipc", 50, 5.0), ("unipc", 50, 8.0), ("euler", 10, 3.0),
-                                              ("euler", 50, 5.0)])
+@pytest.mark.parametrize("kind,steps,shift", [("unipc", 1, 3.0), ("unipc", 2, 5.0), ("unipc", 10, 1.0),
+                                              ("unipc", 10, 3.0), ("unipc", 50, 5.0), ("unipc", 50, 8.0),
+                                              ("euler", 10, 3.0), ("euler", 50, 5.0)])
 def test_every_step_equals_diffusers_step(kind, steps, shift):
     """Feed Diffusers' sample and the same velocity into both at every step (our solver state carried by
     us); each step's output, the last lower-order one included, matches scheduler.step to 1e-6."""
@@ -127,8 +129,8 @@ def test_guided_sample_loop_equals_wan_pipeline_loop(kind, steps, shift):
     noise, context, negative = (rng.standard_normal(SHAPE).astype(np.float32) * s for s in (1.0, 0.3, 0.2))
     expected = diffusers_guided_run(theirs(kind, steps, shift), torch.from_numpy(noise),
                                     torch.from_numpy(context), torch.from_numpy(negative), 5.0, 0.8)
-    got = schedulers.sample(_jax_toy_model, jnp.float32(0.8), jnp.asarray(noise), ours(kind, steps, shift), jnp.asarray(context),
-                            jnp.asarray(negative), guidance_scale=5.0)
+    got = schedulers.sample(_jax_toy_model, jnp.float32(0.8), jnp.asarray(noise), ours(kind, steps, shift),
+                            jnp.asarray(context), jnp.asarray(negative), guidance_scale=5.0)
     assert got.dtype == jnp.float32 and got.shape == SHAPE
     err = relative_error(got, expected.numpy())
     assert err <= 1e-5, f"relative error {err:.2e}"
