@@ -35,8 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--scan-unroll", default="1",
                    help="fvjax layer-scan unroll: an int >= 1 (1 = rolled loop, the model default) or 'full'")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
-                   help="torch intra-op threads; 1 also makes XLA single-threaded (a fair comparison on a "
-                        "machine shared with other work)")
+                   help="torch intra-op threads; 1 also pins the process to one core, so XLA is single-threaded "
+                        "too (a fair comparison on a machine shared with other work)")
     return p.parse_args(argv)
 
 
@@ -44,8 +44,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     scan_unroll = True if args.scan_unroll == "full" else int(args.scan_unroll)
     if args.threads == 1:  # must be set before jax is imported
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+        # XLA:CPU still runs YNNPACK dots on its own thread pool (process CPU time > wall time), so pin
+        # the whole process to one core: both frameworks then get exactly one.
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import jax
     import jax.numpy as jnp
     import numpy as np
