@@ -44,6 +44,13 @@ def train_in_process(recipe_path: Path, *flags: str) -> int:
     return main(["--config", str(recipe_path), *flags])
 
 
+def train_in_subprocess(recipe_path: Path, *flags: str, timeout: float = 900) -> None:
+    """Train in a fresh process (no state left by earlier in-process runs); fails with its stderr."""
+    res = subprocess.run(train_command(recipe_path, *flags), cwd=REPO, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, timeout=timeout)
+    assert res.returncode == 0, f"trainer exited {res.returncode}: {res.stderr[-3000:]}"
+
+
 def train_command(recipe_path: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "fvjax.train", "--config", str(recipe_path), *flags]
 
