@@ -21,7 +21,6 @@ the next step at once) and writes in the background; the next save waits for it;
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re

@@ -12,6 +12,7 @@ bit.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 import signal
@@ -25,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from fvjax.checkpoint import Checkpointer, describe_no_checkpoint, resolve_resume
 from fvjax.data.pipeline import DataConfig, TrainData
+from fvjax.methods.registry import get_method
 from fvjax.metrics_log import MetricsLogger
 from fvjax.negative_prompt import add_to_runtime as add_negative_prompt
 from fvjax.recipe.schema import Recipe
@@ -42,13 +44,9 @@ class TrainingDiverged(Exception):
 
 
 def make_update(recipe: Recipe, runtime: Runtime) -> Callable:
-    """The method's pure update(states, frozen, batch, key) -> (states, metrics)."""
-    if recipe.method == "finetune":
-        from fvjax.methods.finetune import make_update as make
-    elif recipe.method == "dmd2":
-        from fvjax.methods.dmd2 import make_update as make
-    else:  # the registry accepted it, so this is a missing implementation, not a user error
-        raise NotImplementedError(f"method {recipe.method!r} has no update function")
+    """The method's pure update(states, frozen, batch, key) -> (states, metrics), from its registry entry."""
+    module, function = get_method(recipe.method).update_factory.split(":")
+    make = getattr(importlib.import_module(module), function)
     return make(recipe.method_config, runtime.models, compute_dtype(recipe))
 
 

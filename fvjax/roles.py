@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Any, Mapping
+from typing import Any
 
 import flax.struct
 import jax
@@ -142,7 +142,7 @@ def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules) -> Runtime:
         # FastVideo rematerialises trainable roles only; a frozen role never runs a backward pass.
         model = abstract_model(config, param_dtype, dtype=dtype,
                                remat_policy=remat_policy if role.trainable else "none")
-        graphdef, abstract_state = nnx.split(model)
+        graphdef = nnx.graphdef(model)
         abstract = nnx.state(model, nnx.Param).to_pure_dict()
         shardings = _shardings(mesh, rules, config, abstract, recipe.mesh)
         params = _load_role_params(recipe, name, config, source.kind, param_dtype, shardings)
@@ -178,6 +178,3 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs carrying shardings, for restoring a checkpoint onto the same layout."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
-
-def trainable_names(models: Mapping[str, RoleModel]) -> tuple[str, ...]:
-    return tuple(n for n, m in models.items() if m.trainable)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import zlib
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from fvjax.optim import ema_update, make_schedule
@@ -34,6 +33,3 @@ def apply_gradients(model: RoleModel, state: RoleState, grads) -> tuple[RoleStat
 def learning_rate(model: RoleModel, count: jax.Array) -> jax.Array:
     return make_schedule(model.optimizer)(count)
 
-
-def cast(x: jax.Array, dtype) -> jax.Array:
-    return jnp.asarray(x).astype(dtype)

@@ -42,6 +42,9 @@ class MethodSpec:
     config_cls: type
     params: tuple[Param, ...]
     check: Check | None = None
+    # "module:function" building the pure update, make(config, models, compute_dtype); imported only when
+    # training starts, so loading a recipe never imports the models.
+    update_factory: str = ""
     # Files the method reads, as (dotted key, path) for a given config; empty paths are skipped. The
     # dry-run lists the missing ones and a real run refuses to start on them.
     input_files: Callable[[Any], tuple[tuple[str, str], ...]] | None = None
@@ -96,6 +99,7 @@ def _check_finetune(config: FinetuneConfig, training: TrainingArgs, ctx: CheckCo
 DMD2 = register_method(MethodSpec(
     name="dmd2",
     mode=ExecutionMode.DISTILLATION,
+    update_factory="fvjax.methods.dmd2:make_update",
     roles=(
         RoleRequirement("student", True, "DMD2 trains the few-step student"),
         RoleRequirement("teacher", False, "DMD2 uses the teacher as a fixed reference (real score)"),
@@ -110,6 +114,7 @@ DMD2 = register_method(MethodSpec(
 FINETUNE = register_method(MethodSpec(
     name="finetune",
     mode=ExecutionMode.FINETUNING,
+    update_factory="fvjax.methods.finetune:make_update",
     roles=(RoleRequirement("student", True, "finetuning trains the student"),),
     config_cls=FinetuneConfig,
     params=FINETUNE_PARAMS,
