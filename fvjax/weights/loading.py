@@ -83,8 +83,10 @@ class LoadedTransformer:
         self.config = config
         self.module = module
         graphdef, state = nnx.split(module)
-        self._state = state
-        self._call = jax.jit(lambda st, x, t, c: nnx.merge(graphdef, st)(x, t, c))
+        # `apply(state, x, t, text)` is a pure jitted function: samplers take it as their model_fn with
+        # `state` as the params argument, so the weights are arguments, not constants baked into programs.
+        self.state = state
+        self.apply = jax.jit(lambda st, x, t, c: nnx.merge(graphdef, st)(x, t, c))
 
     @property
     def params(self) -> dict:
@@ -95,7 +97,7 @@ class LoadedTransformer:
     def __call__(self, hidden_states, timestep, encoder_hidden_states):
         import jax.numpy as jnp
 
-        return self._call(self._state, jnp.asarray(hidden_states), jnp.asarray(timestep),
+        return self.apply(self.state, jnp.asarray(hidden_states), jnp.asarray(timestep),
                           jnp.asarray(encoder_hidden_states))
 
 
