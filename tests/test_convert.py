@@ -205,7 +205,7 @@ def test_failed_conversion_leaves_no_dst(dirs, monkeypatch):
     monkeypatch.setattr(conversion, "write_fvjax_dir", disk_full)
     with pytest.raises(OSError):
         conversion.diffusers_to_fvjax(dirs["single"], root / "dst_fail", progress=False)
-    monkeypatch.setattr(writer, "write_safetensors", disk_full)
+    monkeypatch.setattr(writer, "SafetensorsWriter", disk_full)
     with pytest.raises(OSError):
         conversion.fvjax_to_diffusers(dirs["fv"], root / "dst_fail2", progress=False)
     leftovers = [p.name for p in root.iterdir() if p.name.startswith((".dst_fail", "dst_fail"))]

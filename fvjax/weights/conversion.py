@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from fvjax.errors import fail
-from fvjax.families.wan.keymap import nest
+from fvjax.families.wan.keymap import nest, tensor_keys
 from fvjax.atomic import atomic_directory
 from fvjax.weights.diffusers_reader import DiffusersCheckpoint
-from fvjax.weights.diffusers_writer import DEFAULT_MAX_SHARD_SIZE, parse_size, write_diffusers_dir
-from fvjax.weights.fvjax_dir import read_fvjax_config, restore_fvjax_dir, write_fvjax_dir
+from fvjax.weights.diffusers_writer import DEFAULT_MAX_SHARD_SIZE, parse_size, write_diffusers_leaves
+from fvjax.weights.fvjax_dir import read_fvjax_config, read_fvjax_leaves, write_fvjax_dir
 from fvjax.weights.paths import resolve
 
 
@@ -50,17 +51,10 @@ def fvjax_to_diffusers(src: str | Path, dst: str | Path, dtype: np.dtype | None 
              "use diffusers-to-fvjax to convert Diffusers weights")
     limit = parse_size(max_shard_size)
     _, raw_config, _ = read_fvjax_config(loc.directory)
-    config, params = restore_fvjax_dir(loc.directory, as_numpy=True)
-    total = sum(int(np.prod(a.shape)) * (np.dtype(dtype) if dtype is not None else a.dtype).itemsize
-                for a in _leaves(params))
+    config, dtypes, leaves = read_fvjax_leaves(loc.directory)  # every check runs here, before --dst is created
+    out_dtypes = {p: np.dtype(dtype) if dtype is not None else d for p, d in dtypes.items()}
+    total = sum(math.prod(k.torch_shape) * out_dtypes[k.path].itemsize for k in tensor_keys(config))
     with atomic_directory(dst) as tmp, _progress(total, "fvjax -> diffusers", progress) as advance:
-        return write_diffusers_dir(tmp, config, params, raw_config=raw_config, dtype=dtype,
-                                   max_shard_size=limit, on_tensor=advance)
-
-
-def _leaves(tree: dict):
-    for value in tree.values():
-        if isinstance(value, dict):
-            yield from _leaves(value)
-        else:
-            yield value
+        # Leaf by leaf from disk: one leaf (plus its read buffer) and one tensor in memory at a time.
+        return write_diffusers_leaves(tmp, config, leaves, dtypes, raw_config=raw_config, dtype=dtype,
+                                      max_shard_size=limit, on_tensor=advance)

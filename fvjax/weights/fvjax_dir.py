@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -160,18 +160,38 @@ def restore_fvjax_dir(directory: str | Path, dtype: np.dtype | None = None, shar
         return np.dtype(meta.dtype) if dtype is None else np.dtype(dtype)
 
     if as_numpy:
-        # One leaf per restore call: orbax reads all numpy leaves of a call concurrently, each with a
-        # transient buffer, which for a whole tree costs ~0.5 extra copies of the model at peak.
-        flat = {}
-        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckpt:
-            for p, m in stored.items():
-                args = ocp.args.PyTreeRestore(
-                    item=nest({p: np.empty((), m.dtype)}), partial_restore=True,
-                    restore_args=nest({p: ocp.RestoreArgs(restore_type=np.ndarray, dtype=target_dtype(m))}))
-                flat[p] = flatten(ckpt.restore(params_dir, args=args))[p]
-        return config, nest(flat)
+        return config, nest(dict(_numpy_leaves(params_dir, stored, dtype)))
     abstract = nest({p: jax.ShapeDtypeStruct(tuple(m.shape), target_dtype(m), sharding=sharding_of(shardings, p))
                      for p, m in stored.items()})
     with ocp.StandardCheckpointer() as ckpt:
         params = ckpt.restore(params_dir, abstract)
     return config, params
+
+
+Leaves = Iterator[tuple[tuple[str, ...], np.ndarray]]
+
+
+def read_fvjax_leaves(directory: str | Path, dtype: np.dtype | None = None
+                      ) -> tuple[WanConfig, dict[tuple[str, ...], np.dtype], Leaves]:
+    """(config, each leaf's dtype as it will be read, a lazy iterator of (path, host numpy leaf)): the leaves
+    are read one per step, so a consumer that drops each leaf before the next holds one leaf at a time.
+    Everything is checked before the iterator starts."""
+    directory = Path(directory)
+    config, _, _ = read_fvjax_config(directory)
+    stored = _stored_tree(directory, config)
+    dtypes = {p: np.dtype(m.dtype if dtype is None else dtype) for p, m in stored.items()}
+    return config, dtypes, _numpy_leaves((directory / PARAMS_DIR).absolute(), stored, dtype)
+
+
+def _numpy_leaves(params_dir: Path, stored: dict, dtype: np.dtype | None) -> Leaves:
+    # One leaf per restore call: orbax reads all numpy leaves of a call concurrently, each with a
+    # transient buffer, which for a whole tree costs ~0.5 extra copies of the model at peak.
+    import orbax.checkpoint as ocp
+
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckpt:
+        for p, m in stored.items():
+            target = np.dtype(m.dtype if dtype is None else dtype)
+            restore_args = ocp.RestoreArgs(restore_type=np.ndarray, dtype=target)
+            args = ocp.args.PyTreeRestore(item=nest({p: np.empty((), m.dtype)}), partial_restore=True,
+                                          restore_args=nest({p: restore_args}))
+            yield p, flatten(ckpt.restore(params_dir, args=args))[p]  # no local name: nothing kept across yields

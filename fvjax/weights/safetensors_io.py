@@ -1,4 +1,4 @@
-"""Safetensors read tensor by tensor into caller-owned buffers, and written tensor by tensor.
+"""Safetensors read tensor by tensor into caller-owned buffers, and written tensor by tensor (in any order).
 
 Our own small reader rather than `safe_open`: it reads with plain file reads straight into the numpy
 buffer the caller provides, so nothing is memory-mapped (mapped pages would count in RSS and double the
@@ -151,33 +151,65 @@ class TensorSpec:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
-def write_safetensors(path: str | Path, specs: Iterable[TensorSpec], produce: Callable[[str], np.ndarray],
-                      metadata: dict[str, str] | None = None, on_tensor: Callable[[int], None] | None = None) -> None:
-    """Write a safetensors file calling `produce(name)` once per tensor, so only one tensor is in memory.
+class SafetensorsWriter:
+    """A new safetensors file whose tensors may be written in any order: the header, written first, fixes
+    every tensor's offset, so a caller can write tensors as its data comes (e.g. leaf by leaf) while the
+    file keeps the standard order.
 
     Layout (order, JSON formatting, padding) follows the safetensors library, so the bytes equal those
-    of `safetensors.torch.save_file` for the same tensors and metadata.
+    of `safetensors.torch.save_file` for the same tensors and metadata. Use as a context manager; the
+    file is complete (every tensor written, flushed and fsynced) only when the block exits normally.
     """
-    ordered = sorted(specs, key=lambda s: (-_DTYPE_RANK[dtype_name(s.dtype)], s.name))
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    offset = 0
-    for s in ordered:
-        header[s.name] = {"dtype": dtype_name(s.dtype), "shape": list(s.shape),
-                          "data_offsets": [offset, offset + s.nbytes]}
-        offset += s.nbytes
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for s in ordered:
-            arr = produce(s.name)
-            if arr.shape != s.shape or arr.dtype != np.dtype(s.dtype):
-                raise ValueError(f"{s.name}: produced {arr.dtype}{arr.shape}, announced {s.dtype}{s.shape}")
-            f.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
+
+    def __init__(self, path: str | Path, specs: Iterable[TensorSpec], metadata: dict[str, str] | None = None):
+        self.path = Path(path)
+        self.ordered = sorted(specs, key=lambda s: (-_DTYPE_RANK[dtype_name(s.dtype)], s.name))
+        header: dict[str, object] = {}
+        if metadata:
+            header["__metadata__"] = dict(metadata)
+        offset = 0
+        for s in self.ordered:
+            header[s.name] = {"dtype": dtype_name(s.dtype), "shape": list(s.shape),
+                              "data_offsets": [offset, offset + s.nbytes]}
+            offset += s.nbytes
+        raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)
+        data_start = 8 + len(raw)
+        self._slots = {s.name: (s, data_start + header[s.name]["data_offsets"][0]) for s in self.ordered}
+        self._pending = set(self._slots)
+        self._file = open(self.path, "wb")
+        self._file.write(struct.pack("<Q", len(raw)))
+        self._file.write(raw)
+
+    def write(self, name: str, arr: np.ndarray) -> None:
+        spec, offset = self._slots[name]
+        if arr.shape != spec.shape or arr.dtype != np.dtype(spec.dtype):
+            raise ValueError(f"{name}: got {arr.dtype}{arr.shape}, announced {spec.dtype}{spec.shape}")
+        self._file.seek(offset)
+        self._file.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
+        self._pending.discard(name)
+
+    def __enter__(self) -> SafetensorsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self._pending:
+                    raise ValueError(f"{self.path}: {len(self._pending)} tensor(s) never written, e.g. "
+                                     f"{min(self._pending)}")
+                self._file.flush()
+                os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+
+
+def write_safetensors(path: str | Path, specs: Iterable[TensorSpec], produce: Callable[[str], np.ndarray],
+                      metadata: dict[str, str] | None = None, on_tensor: Callable[[int], None] | None = None) -> None:
+    """Write a safetensors file calling `produce(name)` once per tensor, in file order, so only one tensor
+    is in memory."""
+    with SafetensorsWriter(path, specs, metadata) as writer:
+        for s in writer.ordered:
+            writer.write(s.name, produce(s.name))  # no reference kept: freed before the next produce()
             if on_tensor is not None:
                 on_tensor(s.nbytes)
-        f.flush()
-        os.fsync(f.fileno())
