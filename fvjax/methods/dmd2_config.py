@@ -37,9 +37,10 @@ class DMD2Config:
     fake_score_betas: tuple[float, float] = (0.9, 0.999)
     fake_score_lr_scheduler: str = "constant"
     real_score_guidance_form: str = CFG_FASTVIDEO     # fastvideo: x_c + w (x_c - x_u); standard: x_u + w (x_c - x_u)
-    # A precomputed negative-prompt embedding ([L, text_dim] .npy/.safetensors) until the text encoder
-    # exists; "" -> zeros (with a warning).
+    # A precomputed negative-prompt embedding ([L, text_dim] .npy/.safetensors). "" -> the teacher's
+    # pipeline text encoder encodes `negative_prompt` at start (fvjax/negative_prompt.py), else zeros.
     negative_prompt_embedding: str = ""
+    negative_prompt: str | None = None                # None -> fvjax.text.WAN_DEFAULT_NEGATIVE_PROMPT
 
 
 def _rollout_from_bool(simulate: bool) -> str:
@@ -118,4 +119,5 @@ DMD2_PARAMS: tuple[Param, ...] = (
         Source(METHOD, "real_score_guidance_form", F.choice((CFG_FASTVIDEO, CFG_STANDARD))),), CFG_FASTVIDEO),
     Param("negative_prompt_embedding", (
         Source(METHOD, "negative_prompt_embedding", F.read_nonempty_str),), ""),
+    Param("negative_prompt", (Source(METHOD, "negative_prompt", F.optional(F.read_str)),), None),
 )
