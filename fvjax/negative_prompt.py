@@ -1,10 +1,13 @@
 """The negative-prompt embedding DMD2's teacher uses for its unconditional branch.
 
 FastVideo encodes Wan's default negative prompt with UMT5 at train start and post-processes it like the
-dataset embeddings: padded with zeros to 512 tokens, mask 1 over the valid tokens. Until fvjax has the
-text encoder, the embedding comes precomputed from the file named by `method_config.negative_prompt_embedding`
-(an [L, text_dim] array in .npy, or the single tensor of a .safetensors file); with none given the
-embedding is zeros (an empty prompt's padding), with a warning.
+dataset embeddings: padded with zeros to 512 tokens, mask 1 over the valid tokens. fvjax takes, in order:
+1. a precomputed embedding from the file named by `method_config.negative_prompt_embedding` (an [L, text_dim]
+   array in .npy, or the single tensor of a .safetensors file);
+2. else, when the teacher's path is a Diffusers pipeline with text_encoder/ and tokenizer/ (a local dir or
+   a hub id in the local cache), `method_config.negative_prompt` (default: fvjax.text's
+   WAN_DEFAULT_NEGATIVE_PROMPT, FastVideo's) encoded once with that UMT5 encoder (fvjax/text);
+3. else zeros (an empty prompt's padding), with a warning.
 """
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from fvjax.errors import fail
+from fvjax.errors import UserError, fail
 
 TEXT_LEN = 512
 KEY = "method_config.negative_prompt_embedding"
+TEXT_KEY = "method_config.negative_prompt"
 
 
 def read_embedding(path: str, where: object) -> np.ndarray:
@@ -45,14 +49,58 @@ def read_embedding(path: str, where: object) -> np.ndarray:
         where, KEY, f"{path!r} has shape {list(array.shape)}; expected [L, text_dim]")
 
 
-def negative_prompt(path: str, text_dim: int, where: object, text_len: int = TEXT_LEN) -> dict[str, np.ndarray]:
-    """{"embeds": float32 [text_len, text_dim], "mask": int32 [text_len]}: the embedding padded with
-    zeros (or zeros when `path` is empty, with a warning on stderr)."""
+def pipeline_with_text_encoder(path: str) -> Path | None:
+    """The Diffusers pipeline dir that `path` names (a local dir or a hub id already in the local HF
+    cache) when it holds text_encoder/ and tokenizer/; None otherwise (nothing is downloaded)."""
+    if not path:
+        return None
+    root = Path(path).expanduser()
+    if not root.exists():
+        try:
+            from fvjax.text.umt5_loading import existing_dir
+
+            root = existing_dir(path, "path", "'text_encoder/*' 'tokenizer/*'")
+        except UserError:
+            return None
+    if (root / "text_encoder" / "config.json").is_file() and (root / "tokenizer" / "tokenizer_config.json").is_file():
+        return root
+    return None
+
+
+def encode_negative_prompt(pipeline: Path, text: str, text_dim: int, where: object,
+                           text_len: int = TEXT_LEN) -> dict[str, np.ndarray]:
+    """`text` encoded by the pipeline's UMT5 text encoder, as WanPipeline encodes a prompt."""
+    from fvjax.text import PromptEncoder
+
+    encoder = PromptEncoder.load(pipeline, where=pipeline)
+    if encoder.config.d_model != text_dim:
+        fail(where, TEXT_KEY, f"the text encoder in {pipeline / 'text_encoder'} gives {encoder.config.d_model}-dim "
+             f"embeddings; the teacher expects text_dim {text_dim}")
+    embeds, mask = encoder.encode_with_mask([text], text_len)
+    return {"embeds": embeds[0], "mask": mask[0]}
+
+
+def negative_prompt(path: str, text_dim: int, where: object, text_len: int = TEXT_LEN, *,
+                    pipeline: Path | None = None, text: str | None = None) -> dict[str, np.ndarray]:
+    """{"embeds": float32 [text_len, text_dim], "mask": int32 [text_len]}: the embedding file padded with
+    zeros; else `text` (default WAN_DEFAULT_NEGATIVE_PROMPT) encoded with `pipeline`'s text encoder; else
+    zeros with a warning on stderr."""
     embeds = np.zeros((text_len, text_dim), np.float32)
     mask = np.zeros((text_len,), np.int32)
+    if path and text is not None:
+        fail(where, TEXT_KEY, f"is set together with {KEY}; give one: the text to encode, or its embedding")
+    if not path and pipeline is not None:
+        from fvjax.text import WAN_DEFAULT_NEGATIVE_PROMPT
+
+        return encode_negative_prompt(pipeline, WAN_DEFAULT_NEGATIVE_PROMPT if text is None else text, text_dim,
+                                      where, text_len)
     if not path:
-        print("fvjax: warning: method_config.negative_prompt_embedding is not set; the teacher's unconditional "
-              "branch uses a zero embedding (FastVideo uses Wan's encoded default negative prompt)", file=sys.stderr)
+        if text is not None:
+            fail(where, TEXT_KEY, "needs a text encoder: the teacher's path must be a Diffusers pipeline with "
+                 "text_encoder/ and tokenizer/ (or give method_config.negative_prompt_embedding instead)")
+        print("fvjax: warning: method_config.negative_prompt_embedding is not set and the teacher's path has no "
+              "text_encoder/ + tokenizer/; the teacher's unconditional branch uses a zero embedding (FastVideo "
+              "uses Wan's encoded default negative prompt)", file=sys.stderr)
         return {"embeds": embeds, "mask": mask}
     array = read_embedding(path, where)
     if array.shape[1] != text_dim:
@@ -74,7 +122,10 @@ def add_to_runtime(recipe, runtime) -> None:
     from fvjax.methods.dmd2 import NEGATIVE_PROMPT
 
     text_dim = runtime.models["teacher"].config.text_dim
-    arrays = negative_prompt(recipe.method_config.negative_prompt_embedding, text_dim, recipe.source)
+    mc = recipe.method_config
+    pipeline = None if mc.negative_prompt_embedding else pipeline_with_text_encoder(recipe.roles["teacher"].path)
+    arrays = negative_prompt(mc.negative_prompt_embedding, text_dim, recipe.source, pipeline=pipeline,
+                             text=mc.negative_prompt)
     replicated = NamedSharding(runtime.mesh, PartitionSpec())
     # From a callback, so every process of a multi-host run places its own identical copy.
     runtime.frozen[NEGATIVE_PROMPT] = {k: jax.make_array_from_callback(v.shape, replicated, lambda i, v=v: v[i])
