@@ -19,6 +19,7 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 from jax.sharding import NamedSharding
+from safetensors.numpy import save_file
 
 import fvjax
 from fvjax import convert
@@ -26,6 +27,7 @@ from fvjax.families.wan.keymap import flatten
 from fvjax.families.wan.transformer import param_logical_axes
 from fvjax.sharding import logical_to_spec
 from fvjax.weights import load_params, restore_fvjax_dir
+from fvjax.weights.safetensors_io import SafetensorsWriter, TensorSpec
 from wan_torch_reference import fvjax_params, max_rel_err, torch_model
 from weights_util import CFG, make_hf_cache, make_pipeline_dir, random_inputs, safetensors_contents
 
@@ -230,3 +232,19 @@ def test_convert_recipes_run(dirs):
         proc = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
     assert safetensors_contents(back) == safetensors_contents(dirs["single"])
+
+
+def test_safetensors_writer_takes_tensors_in_any_order(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {"b.weight": rng.standard_normal((3, 5)).astype(np.float32), "a.bias": np.arange(4, dtype=np.float16),
+               "c": rng.standard_normal((2, 2, 2)).astype(np.float32)}
+    save_file(tensors, tmp_path / "ref.safetensors", metadata={"format": "pt"})
+    specs = [TensorSpec(n, a.dtype, a.shape) for n, a in tensors.items()]
+    with SafetensorsWriter(tmp_path / "ours.safetensors", specs, metadata={"format": "pt"}) as writer:
+        for name in ("c", "a.bias", "b.weight"):  # neither the file's order nor the specs'
+            writer.write(name, tensors[name])
+    assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="1 tensor.s. never written, e.g. c"):
+        with SafetensorsWriter(tmp_path / "short.safetensors", specs) as writer:
+            writer.write("a.bias", tensors["a.bias"])
+            writer.write("b.weight", tensors["b.weight"])
