@@ -5,7 +5,8 @@ what a resumed run needs.
                              after each shard: it lists complete shards only, so OUT is a valid dataset
                              at every moment once the first shard exists, whenever the run is killed
     OUT/shard-NNNNN.*        shards in fvjax's format (.latents.npy, .text.npy, .text_offsets.npy, .meta.jsonl)
-    OUT/preprocess.json      the settings of the run (a resumed run must use the same ones)
+    OUT/preprocess.json      the settings of the first run (a resumed run must use the same ones, and the
+                             same --parquet once a run gave one)
     OUT/skipped.jsonl        one {"id", "path", "reason"} line per video that was skipped
     OUT/.pending/*.npz       encoded videos waiting for the next shard (one file each, written atomically)
     PARQUET/data-chunk-NNNNN.parquet   with --parquet: the same shards in FastVideo's t2v parquet schema
@@ -171,11 +172,25 @@ class PreprocessStore:
                     raise UserError(f"--{key.replace('_', '-')}", None,
                                     f"{self.out} was preprocessed with {key} {previous.get(key)!r}, not {value!r}; "
                                     f"resume with the same value or write to a new --out directory")
+            self._open_parquet_setting(previous, settings_path)
             return
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise UserError("--out", None, f"{self.out} exists and was not written by fvjax.preprocess (no "
                                            f"{SETTINGS_FILE}); choose a new directory")
         self.out.mkdir(parents=True, exist_ok=True)
+        self._open_parquet_setting(dict(settings), settings_path)
+
+    def _open_parquet_setting(self, settings: dict, settings_path: Path) -> None:
+        """Once a run wrote parquet files, every later run must keep them complete (same --parquet);
+        --parquet may be added on a resumed run (the earlier shards are converted)."""
+        earlier = settings.get("parquet")
+        ours = str(self.parquet_dir.resolve()) if self.parquet_dir is not None else None
+        if earlier is not None and earlier != ours:
+            raise UserError("--parquet", None, f"earlier runs into {self.out} wrote parquet files to {earlier}; "
+                                               f"pass --parquet {earlier} to keep them complete")
+        if settings_path.exists() and earlier == ours:
+            return
+        settings["parquet"] = ours
         with _atomic_file(settings_path) as f:
             f.write(json.dumps(settings, indent=1).encode())
 
