@@ -46,8 +46,8 @@ def resolve(path: str | os.PathLike, where: str = "path") -> WeightsLocation:
     given = str(path)
     p = Path(given).expanduser()
     if not p.exists():
-        if _HUB_ID.match(given) and not given.startswith((".", "/")):
-            p = _hub_snapshot(given, where)
+        if looks_like_hub_id(given):
+            p = hub_snapshot(given, where)
         else:
             fail(where, None, f"{given}: no such file or directory (expected a Diffusers pipeline or "
                  "transformer directory, an fvjax weights directory, or a Hugging Face hub id org/name)")
@@ -82,7 +82,12 @@ def _pipeline_transformer(p: Path) -> Path:
     return sub
 
 
-def _hub_snapshot(repo_id: str, where: str) -> Path:
+def looks_like_hub_id(given: str) -> bool:
+    return bool(_HUB_ID.match(given)) and not given.startswith((".", "/"))
+
+
+def hub_snapshot(repo_id: str, where: object, what: str = "model_index.json 'transformer/*'") -> Path:
+    """The local-cache snapshot of a hub repo; never downloads (the error says how to fetch `what`)."""
     # Cache lookup only: training and conversion must not start multi-GB downloads on their own.
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -95,5 +100,18 @@ def _hub_snapshot(repo_id: str, where: str) -> Path:
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         fail(where, None, f"{repo_id}: Hugging Face hub id not found in the local cache "
              f"({cache}) and fvjax does not download weights; fetch it first with "
-             f"`hf download {repo_id} --include model_index.json 'transformer/*'` (or set HF_HUB_CACHE / "
+             f"`hf download {repo_id} --include {what}` (or set HF_HUB_CACHE / "
              "HF_HOME to the cache that holds it), or pass a local directory")
+
+
+def existing_dir(path: str | os.PathLike, where: object, what: str) -> Path:
+    """`path` as an existing directory (the cached snapshot for an org/name hub id)."""
+    given = str(path)
+    p = Path(given).expanduser()
+    if not p.exists():
+        if looks_like_hub_id(given):
+            return hub_snapshot(given, where, what)
+        fail(where, None, f"{given}: no such file or directory")
+    if not p.is_dir():
+        fail(where, None, f"{given} is a file; pass the directory that holds it")
+    return p
