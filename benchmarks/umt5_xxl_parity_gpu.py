@@ -10,6 +10,7 @@ Needs ~50 GB of GPU memory (both fp32 copies briefly) and transformers + torch w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -26,6 +27,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--preset", default="umt5-xxl", help="tiny: a CPU smoke test of this script")
+    parser.add_argument("--layers", type=int, default=0, help="override num_layers (CPU: full width, few layers)")
+    parser.add_argument("--vocab", type=int, default=0, help="override vocab_size")
     args = parser.parse_args()
 
     from transformers import UMT5Config as HFConfig, UMT5EncoderModel
@@ -37,6 +40,8 @@ def main() -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = False
     config = PRESETS[args.preset]
+    overrides = {k: v for k, v in (("num_layers", args.layers), ("vocab_size", args.vocab)) if v}
+    config = dataclasses.replace(config, **overrides)
     hf = HFConfig(**{k: v for k, v in config.to_hf_config().items() if k != "architectures"})
     t0 = time.time()
     torch.manual_seed(0)
@@ -92,7 +97,7 @@ def main() -> None:
         print(f"{name}: max|diff| {diff.max():.3e}  mean|diff| {diff.mean():.3e}  mean|ref| {scale:.3e}  "
               f"rel(mean) {diff.mean() / scale:.2e}  first call {first:.1f}s  encode {min(times) * 1e3:.1f} ms "
               f"(batch {args.batch} x {args.length})", flush=True)
-        del params, encoder, st, out
+        del params, encoder, st, out, run
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}, torch {torch.__version__}")
 
 
