@@ -2,12 +2,14 @@
 Only process 0 writes; other processes get a logger that does nothing."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import jax
+import numpy as np
 
 
 class MetricsLogger:
@@ -41,6 +43,20 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log(dict(metrics), step=int(step))
 
+    def log_videos(self, step: int, key: str, videos: np.ndarray, captions: Sequence[str], fps: float,
+                   files: Sequence[str]) -> None:
+        """uint8 videos [N, F, H, W, 3] (already written to `files`): TensorBoard animated images
+        `<key>/<i>`, W&B videos under `key` with their captions."""
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            for i, frames in enumerate(videos):
+                self._tb.file_writer.add_summary(_animated_image_summary(f"{key}/{i}", frames, fps), int(step))
+        if self._wandb is not None:
+            import wandb
+            self._wandb.log({key: [wandb.Video(path, caption=caption, format="mp4")
+                                   for path, caption in zip(files, captions)]}, step=int(step))
+
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
@@ -48,6 +64,20 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _animated_image_summary(tag: str, frames: np.ndarray, fps: float):
+    """A TensorBoard image summary holding an animated GIF (what tensorboardX's add_video writes, encoded
+    with Pillow instead of moviepy)."""
+    from PIL import Image
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    buffer = io.BytesIO()
+    first, *rest = (Image.fromarray(frame) for frame in frames)
+    first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=int(round(1000 / fps)), loop=0)
+    height, width = frames.shape[1:3]
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def _start_wandb(project: str, run_name: str, output_dir: str, config_text: str):

@@ -28,7 +28,8 @@ class PipelineConfig:
                                   "flow-matching shift; null -> the family's default for the base model")
     dmd_denoising_steps: tuple[int, ...] | None = _f(None, F.optional(F.int_list),
                                                      "DMD few-step schedule (Phase-2 place)")
-    sampler_kind: str = _f("ode", F.choice(("ode", "sde")), "validation sampler: ode (Euler) or sde")
+    sampler_kind: str = _f("ode", F.choice(("ode", "sde")),
+                           "validation sampler: ode (UniPC, WanPipeline's scheduler) or sde (DMD's few-step chain)")
     dit_precision: str | None = _f(None, F.optional(F.choice(PRECISIONS)),
                                    "FastVideo's pipeline-side DiT precision; must agree with training")
     vae_precision: str = _f("fp32", F.choice(PRECISIONS), "VAE dtype")
