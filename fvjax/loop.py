@@ -34,6 +34,7 @@ from fvjax.roles import Runtime, abstract_like, build_runtime, compute_dtype
 from fvjax.sharding.logical import use_rules
 from fvjax.sharding.mesh import make_mesh, select_devices
 from fvjax.sharding.rules import rules_for
+from fvjax.validation import Validator
 
 BATCH_AXES = ("replica", "fsdp")   # data-parallel mesh axes (the rules' act_batch)
 EXIT_DIVERGED = 1
@@ -151,13 +152,14 @@ def run_training(recipe: Recipe, args: Any = None) -> int:
               f"(training.num_gpus = {recipe.mesh.num_devices})", file=sys.stderr)
     mesh = make_mesh(recipe.mesh, devices, where=recipe.source)
     _, rules = rules_for(recipe.mesh)
+    validator = Validator.from_recipe(recipe)   # bad validation settings fail before any model is built
     with use_rules(mesh, rules):
         runtime = build_runtime(recipe, mesh, rules)
         add_negative_prompt(recipe, runtime)   # dmd2's teacher CFG input (a no-op for other methods)
-        return _train(recipe, runtime)
+        return _train(recipe, runtime, validator)
 
 
-def _train(recipe: Recipe, runtime: Runtime) -> int:
+def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None) -> int:
     t = recipe.training
     lead = jax.process_index() == 0
     data = _data(recipe, runtime)
@@ -184,6 +186,9 @@ def _train(recipe: Recipe, runtime: Runtime) -> int:
     base_key = jax.random.key(t.seed)
     batch_sharding = _batch_sharding(runtime.mesh)
     logger = MetricsLogger(t.output_dir, t.trackers, t.tracker_project_name, t.wandb_run_name, recipe.text)
+    student = runtime.models["student"]
+    if validator is not None:   # FastVideo validates once before the first step too
+        validator.run(start_step, student, states["student"].params, logger)
     preemption = _Preemption()
     bar = _progress(start_step, t.max_train_steps, lead)
     step = start_step
@@ -200,6 +205,8 @@ def _train(recipe: Recipe, runtime: Runtime) -> int:
                 raise TrainingDiverged(f"step {step}: {bad} is {metrics[bad]}")
             logger.log(step, metrics)
             bar.show(step, metrics)
+            if validator is not None and validator.due(step):
+                validator.run(step, student, states["student"].params, logger)
             if ckpt.should_save(step) or step == t.max_train_steps:
                 ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
             if preemption.reached(step):

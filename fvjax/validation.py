@@ -1,0 +1,159 @@
+"""Validation videos during training (fastvideo_distillation.md §8).
+
+With `training.log_validation`, before the first step and then every `validation_steps` steps, the live
+student renders the prompts of `validation_dataset_file` and the videos go to
+`<output_dir>/validation_step_{step}_inference_steps_{n}_video_{i}.mp4` and to the trackers (TensorBoard:
+animated images; W&B: videos, key `validation_videos_{n}_steps`).
+
+- Sampler: DMD2 students use the DMD few-step chain over `dmd_denoising_steps` (conditional only);
+  `validation_sampling_steps`, if set, must equal its length (checked when the recipe loads). Other methods use
+  `pipeline_config.sampler_kind: ode` (UniPC, WanPipeline's default) with each of
+  `validation_sampling_steps` (default 50) and CFG `validation_guidance_scale` (default 5.0) against
+  Wan's default negative prompt.
+- Size: num_height x num_width, (num_latent_t - 1) * 4 + 1 frames; noise from the training seed.
+- The VAE and the text encoder come from the Diffusers pipeline at `training.model_path`
+  (else `pretrained_model_name_or_path`, else the student's path when that is a pipeline).
+Every process takes part in sampling (the student's parameters are sharded); process 0 writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from fvjax.errors import fail
+from fvjax.pipeline import SamplerSpec
+
+DEFAULT_ODE_STEPS = 50
+DEFAULT_GUIDANCE = 5.0
+FPS = 16
+
+
+def read_prompts(path: str, where: object, key: str = "training.validation_dataset_file") -> list[str]:
+    """Captions from FastVideo's validation JSON ({"data": [{"caption": ...}, ...]}, or a bare list of such
+    entries or strings) or a text file with one prompt per line."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        fail(where, key, f"{path!r} does not exist (a JSON file {{\"data\": [{{\"caption\": ...}}]}} or a .txt "
+             "file with one prompt per line)")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix != ".json":
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            fail(file, key, f"invalid JSON ({err})")
+        entries = data.get("data") if isinstance(data, dict) else data
+        if not isinstance(entries, list):
+            fail(file, key, "expected {\"data\": [{\"caption\": ...}, ...]}")
+        prompts = []
+        for i, entry in enumerate(entries):
+            caption = entry.get("caption") if isinstance(entry, dict) else entry
+            if not isinstance(caption, str) or not caption.strip():
+                fail(file, f"data[{i}].caption", "missing or not a non-empty string")
+            prompts.append(caption)
+    if not prompts:
+        fail(file, key, "holds no prompts")
+    return prompts
+
+
+def _pipeline_path(recipe) -> str:
+    from fvjax.weights import paths
+
+    t = recipe.training
+    candidates = [t.model_path, t.pretrained_model_name_or_path, recipe.roles["student"].path]
+    for candidate in filter(None, candidates):
+        root = Path(candidate).expanduser()
+        if not root.exists() and paths.looks_like_hub_id(candidate):
+            return candidate          # resolved (and reported if absent) by the loaders
+        if (root / "vae").is_dir() and (root / "text_encoder").is_dir():
+            return str(root)
+    fail(recipe.source, "training.log_validation", "validation needs a Diffusers Wan pipeline for its VAE and "
+         "text encoder: set training.model_path to a pipeline directory (vae/, text_encoder/, tokenizer/) or "
+         "hub id, or set log_validation: false")
+
+
+def sampler_specs(recipe) -> list[SamplerSpec]:
+    t = recipe.training
+    where = recipe.source
+    if recipe.method == "dmd2":
+        from fvjax.methods.dmd2_schedule import denoising_steps
+
+        cfg = recipe.method_config
+        # (validation_sampling_steps, if given, was checked against len(dmd_denoising_steps) with the recipe)
+        steps = tuple(float(s) for s in denoising_steps(cfg))
+        return [SamplerSpec(kind="dmd", denoising_steps=steps, shift=cfg.flow_shift)]
+    kind = recipe.pipeline.sampler_kind
+    if kind != "ode":
+        fail(where, "pipeline_config.sampler_kind", f"{kind!r}: validation of {recipe.method} samples with the "
+             "ode sampler (UniPC); set sampler_kind: ode")
+    guidance = t.validation_guidance_scale[0] if t.validation_guidance_scale else DEFAULT_GUIDANCE
+    return [SamplerSpec(kind="unipc", num_steps=n, guidance_scale=guidance, shift=recipe.method_config.flow_shift)
+            for n in (t.validation_sampling_steps or (DEFAULT_ODE_STEPS,))]
+
+
+@dataclasses.dataclass
+class Validator:
+    prompts: list[str]
+    specs: list[SamplerSpec]
+    components: Any            # fvjax.text_to_video.Components
+    request: Any               # fvjax.text_to_video.VideoRequest
+    every: int
+    output_dir: str
+
+    @classmethod
+    def from_recipe(cls, recipe) -> "Validator | None":
+        t = recipe.training
+        if not t.log_validation:
+            return None
+        if not t.validation_dataset_file:
+            fail(recipe.source, "training.validation_dataset_file", "log_validation is on but no prompts file is "
+                 "given (FastVideo's JSON {\"data\": [{\"caption\": ...}]} or a .txt, one prompt per line)")
+        if t.validation_steps <= 0:
+            fail(recipe.source, "training.validation_steps", "log_validation is on: set how often to validate "
+                 "(a positive number of steps)")
+        prompts = read_prompts(t.validation_dataset_file, recipe.source)
+        specs = sampler_specs(recipe)
+        from fvjax.text_to_video import Components, VideoRequest
+
+        components = Components.load(_pipeline_path(recipe), where=recipe.source)
+        frames = (t.num_latent_t - 1) * 4 + 1
+        return cls(prompts, specs, components, VideoRequest(frames, t.num_height, t.num_width, t.seed),
+                   int(t.validation_steps), t.output_dir)
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def run(self, step: int, model, params, logger) -> list[str]:
+        """Render every prompt with each sampler; returns the written paths (process 0)."""
+        from fvjax.text_to_video import generate_videos
+        from fvjax.video_io import write_mp4
+
+        written = []
+        for spec in self.specs:
+            n = spec.step_count
+            videos = generate_videos(model.apply, params, model.config.in_channels, self.components, self.prompts,
+                                     spec, self.request, negative_prompt=_negative_prompt())
+            if jax.process_index() != 0:
+                continue
+            for i, frames in enumerate(videos):
+                path = os.path.join(self.output_dir, f"validation_step_{step}_inference_steps_{n}_video_{i}.mp4")
+                write_mp4(frames, path, fps=FPS)
+                written.append(path)
+            logger.log_videos(step, f"validation_videos_{n}_steps", videos, self.prompts, FPS,
+                              written[-len(videos):])
+        if written:
+            print(f"fvjax: validation at step {step}: {len(written)} video(s) in {self.output_dir}", file=sys.stderr)
+        return written
+
+
+def _negative_prompt() -> str:
+    from fvjax.text.prompt import WAN_DEFAULT_NEGATIVE_PROMPT
+    return WAN_DEFAULT_NEGATIVE_PROMPT
+
