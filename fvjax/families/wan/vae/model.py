@@ -1,0 +1,200 @@
+"""The Wan2.1 video VAE (Diffusers `AutoencoderKLWan`) in Flax NNX.
+
+    vae = WanVAE(config, rngs=nnx.Rngs(0))               # or fvjax.families.wan.vae.load_vae(path)
+    mean, logvar = vae.encode(video)   # [B, 3, 1+4k, H, W] in [-1, 1] -> 2 x [B, z_dim, 1+k, H/8, W/8]
+    video = vae.decode(latents)        # un-normalised [B, z_dim, 1+k, h, w] -> [B, 3, 1+4k, 8h, 8w] in [-1, 1]
+
+Chunked like Diffusers, for memory: encode runs frame 0, then chunks of 4 frames; decode runs one
+latent frame at a time, each chunk a jitted function of (chunk, causal caches) (layers.py), so only one
+chunk's activations are live at a time (a full 81-frame 480x832 decode never holds every frame of
+every layer) and a video of any length compiles two programs per spatial size: the first chunk and
+the later chunk. Numbers equal Diffusers' chunked computation up to float summation order.
+
+Call the methods eagerly (each chunk runs compiled), or trace them inside a larger jit (the chunk
+function is then inlined once per chunk). Outputs are float32.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fvjax.families.wan.vae.config import ENCODE_CHUNK_FRAMES, WanVAEConfig
+from fvjax.families.wan.vae.layers import (CausalCache, Conv3d, MidBlock, Pointwise, Resample, ResidualBlock,
+                                           RMSNorm, causal_conv)
+
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # Diffusers' DiagonalGaussianDistribution clamp
+
+
+class Encoder3d(nnx.Module):
+    def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=jnp.float32,
+                 conv_impl: str = "auto"):
+        kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype)
+        dims = config.encoder_dims
+        self.conv_in = Conv3d(config.in_channels, dims[0], (3, 3, 3), conv_impl=conv_impl, **kw)
+        layers = []
+        last = len(config.dim_mult) - 1
+        for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
+            for _ in range(config.num_res_blocks):
+                layers.append(ResidualBlock(cin, cout, conv_impl=conv_impl, **kw))
+                cin = cout
+            if level != last:
+                mode = "downsample3d" if config.temperal_downsample[level] else "downsample2d"
+                layers.append(Resample(cout, mode, conv_impl=conv_impl, **kw))
+        self.down_blocks = nnx.List(layers)  # one flat list, indexed as Diffusers' down_blocks
+        self.mid_block = MidBlock(dims[-1], conv_impl=conv_impl, **kw)
+        self.norm_out = RMSNorm(dims[-1], param_dtype=param_dtype)
+        self.conv_out = Conv3d(dims[-1], 2 * config.z_dim, (3, 3, 3), conv_impl=conv_impl, **kw)
+
+    def __call__(self, x: jax.Array, cache: CausalCache) -> jax.Array:
+        x = causal_conv(self.conv_in, x, cache)
+        for layer in self.down_blocks:
+            x = layer(x, cache)
+        x = self.mid_block(x, cache)
+        return causal_conv(self.conv_out, jax.nn.silu(self.norm_out(x)), cache)
+
+
+class UpBlock(nnx.Module):
+    """num_res_blocks + 1 residual blocks, then an optional resample (Diffusers' `upsamplers.0`)."""
+
+    def __init__(self, cin: int, cout: int, num_res_blocks: int, upsample_mode: str | None, *,
+                 rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=jnp.float32, conv_impl: str = "auto"):
+        kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype, conv_impl=conv_impl)
+        self.resnets = nnx.List([ResidualBlock(cin if i == 0 else cout, cout, **kw)
+                                 for i in range(num_res_blocks + 1)])
+        self.upsamplers = nnx.List([Resample(cout, upsample_mode, **kw)]) if upsample_mode else None
+
+    def __call__(self, x: jax.Array, cache: CausalCache) -> jax.Array:
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, cache)
+        return x
+
+
+class Decoder3d(nnx.Module):
+    def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=jnp.float32,
+                 conv_impl: str = "auto"):
+        kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype, conv_impl=conv_impl)
+        dims = config.decoder_dims
+        up_temporal = config.temperal_upsample
+        last = len(config.dim_mult) - 1
+        self.conv_in = Conv3d(config.z_dim, dims[0], (3, 3, 3), **kw)
+        self.mid_block = MidBlock(dims[0], **kw)
+        blocks = []
+        for level, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
+            if level > 0:
+                cin //= 2  # the previous block's resample conv halved the width
+            mode = None if level == last else ("upsample3d" if up_temporal[level] else "upsample2d")
+            blocks.append(UpBlock(cin, cout, config.num_res_blocks, mode, **kw))
+        self.up_blocks = nnx.List(blocks)
+        self.norm_out = RMSNorm(dims[-1], param_dtype=param_dtype)
+        self.conv_out = Conv3d(dims[-1], config.out_channels, (3, 3, 3), **kw)
+
+    def __call__(self, x: jax.Array, cache: CausalCache) -> jax.Array:
+        x = causal_conv(self.conv_in, x, cache)
+        x = self.mid_block(x, cache)
+        for block in self.up_blocks:
+            x = block(x, cache)
+        return causal_conv(self.conv_out, jax.nn.silu(self.norm_out(x)), cache)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _run_chunk(graphdef, state, chunk: jax.Array, caches: list | None) -> tuple[jax.Array, list]:
+    """One chunk through the encoder or decoder: (output, updated caches). caches=None: the first chunk.
+
+    Jitted on its own so that a video of any length compiles two programs (first chunk, later chunk)
+    per spatial size, and only one chunk's activations are live at a time. Under an outer trace it is
+    inlined once per chunk."""
+    cache = CausalCache(caches)
+    out = nnx.merge(graphdef, state)(chunk, cache)
+    return out, cache.updated
+
+
+def _run_chunks(module: nnx.Module, chunks) -> jax.Array:
+    """Run `module(chunk, cache)` over the chunks in order, carrying the causal caches; outputs are
+    concatenated in time."""
+    graphdef, state = nnx.split(module)
+    outs, caches = [], None
+    for chunk in chunks:
+        out, caches = _run_chunk(graphdef, state, chunk, caches)
+        outs.append(out)
+    return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
+class WanVAE(nnx.Module):
+    def __init__(self, config: WanVAEConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=jnp.float32,
+                 conv_impl: str = "auto"):
+        config.check("WanVAE config")
+        kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype)
+        self.config = config
+        self.dtype = dtype
+        self.encoder = Encoder3d(config, conv_impl=conv_impl, **kw)
+        self.quant_conv = Pointwise(2 * config.z_dim, 2 * config.z_dim, **kw)
+        self.post_quant_conv = Pointwise(config.z_dim, config.z_dim, **kw)
+        self.decoder = Decoder3d(config, conv_impl=conv_impl, **kw)
+
+    def encode(self, video) -> tuple[jax.Array, jax.Array]:
+        """video [B, C_in, 1+4k, H, W] in [-1, 1] -> (mean, logvar) [B, z_dim, 1+k, H/8, W/8] each, float32;
+        logvar clamped to [-30, 20] as Diffusers' posterior does."""
+        cfg = self.config
+        video = jnp.asarray(video)
+        if video.ndim != 5 or video.shape[1] != cfg.in_channels:
+            raise ValueError(f"video must be [B, {cfg.in_channels}, F, H, W]; got shape {video.shape}")
+        b, _, f, h, w = video.shape
+        if (f - 1) % ENCODE_CHUNK_FRAMES:
+            raise ValueError(f"the number of frames must be 1 + 4k; got {f}")
+        s = cfg.spatial_scale
+        if h % s or w % s:
+            raise ValueError(f"height and width must be multiples of {s}; got {h}x{w}")
+        x = jnp.transpose(video, (0, 2, 3, 4, 1)).astype(self.dtype)  # [B, F, H, W, C]
+        # Frame 0 alone, then 4 frames at a time (Diffusers' chunks).
+        chunks = [x[:, :1]] + [x[:, i:i + ENCODE_CHUNK_FRAMES] for i in range(1, f, ENCODE_CHUNK_FRAMES)]
+        moments = self.quant_conv(_run_chunks(self.encoder, chunks)).astype(jnp.float32)
+        moments = jnp.transpose(moments, (0, 4, 1, 2, 3))  # [B, 2z, T, h, w]
+        mean, logvar = jnp.split(moments, 2, axis=1)
+        return mean, jnp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
+
+    def decode(self, latents) -> jax.Array:
+        """Un-normalised latents [B, z_dim, T, h, w] -> video [B, C_out, 1 + 4(T-1), 8h, 8w], float32,
+        clamped to [-1, 1]."""
+        cfg = self.config
+        z = jnp.asarray(latents)
+        if z.ndim != 5 or z.shape[1] != cfg.z_dim:
+            raise ValueError(f"latents must be [B, {cfg.z_dim}, T, h, w]; got shape {z.shape}")
+        x = self.post_quant_conv(jnp.transpose(z, (0, 2, 3, 4, 1)).astype(self.dtype))  # [B, T, h, w, z]
+        out = _run_chunks(self.decoder, [x[:, i:i + 1] for i in range(x.shape[1])])  # one latent frame each
+        out = jnp.clip(out.astype(jnp.float32), -1.0, 1.0)
+        return jnp.transpose(out, (0, 4, 1, 2, 3))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Abstract trees and conversion between pure-dict params and models
+
+def abstract_vae(config: WanVAEConfig, param_dtype=jnp.float32, **model_kwargs) -> WanVAE:
+    """The VAE with ShapeDtypeStruct leaves (nnx.eval_shape; nothing allocated)."""
+    return nnx.eval_shape(lambda: WanVAE(config, rngs=nnx.Rngs(0), param_dtype=param_dtype, **model_kwargs))
+
+
+def abstract_vae_params(config: WanVAEConfig, param_dtype=jnp.float32) -> dict:
+    """Pure dict of jax.ShapeDtypeStruct with the structure of `vae_params_of(model)`."""
+    return nnx.to_pure_dict(nnx.state(abstract_vae(config, param_dtype), nnx.Param))
+
+
+def vae_params_of(model: WanVAE) -> dict:
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def count_vae_params(tree) -> int:
+    """Number of scalars in a tree of arrays or ShapeDtypeStructs (126,892,531 for the Wan2.1 VAE)."""
+    return int(sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def vae_from_params(config: WanVAEConfig, params: dict, **model_kwargs) -> WanVAE:
+    """A WanVAE whose parameters are `params` (pure dict), built abstractly first (no random init)."""
+    graphdef, state = nnx.split(abstract_vae(config, **model_kwargs))
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state)
