@@ -57,7 +57,8 @@ def main() -> None:
     mask[-1, 77:] = 0          # the last prompt is 77 tokens, the rest padding
     ids[-1, 76] = 1            # EOS
     with torch.no_grad():
-        ref = model(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)).last_hidden_state.float().cpu().numpy()
+        ref = model(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)).last_hidden_state
+    ref = ref.float().cpu().numpy()
 
     state = {k: v.detach() for k, v in model.state_dict().items()}
     flat = {}

@@ -94,3 +94,16 @@ def test_prompt_encoder_matches_wan_pipeline(pipeline_dir, max_length):
     assert lengths[2] == 1 and lengths[3] == max_length and lengths[0] < lengths[1] < max_length
     for row, n in zip(embeds, lengths):  # exact zeros from each prompt's real length on
         assert np.all(row[n:] == 0) and np.all(np.abs(row[:n]).sum(axis=-1) > 0)
+
+
+def test_tokenizer_beyond_the_encoder_vocab_is_a_user_error():
+    import dataclasses
+
+    from flax import nnx
+
+    from fvjax.errors import UserError
+    from fvjax.text import PRESETS, UMT5Encoder
+
+    encoder = UMT5Encoder(dataclasses.replace(PRESETS["tiny"], vocab_size=8), rngs=nnx.Rngs(0))
+    with pytest.raises(UserError, match="vocab_size 8"):
+        PromptEncoder(tiny_tokenizer(), encoder).encode(["a cat on the beach"])

@@ -120,8 +120,9 @@ class PromptEncoder:
             raise ValueError("no prompts to encode")
         ids, mask = self.tokenize(prompts, max_length)
         if int(ids.max()) >= self.config.vocab_size:
-            raise ValueError(f"the tokenizer produced id {int(ids.max())}, beyond the encoder's vocab_size "
-                             f"{self.config.vocab_size}: tokenizer and text encoder do not belong together")
+            fail(self.tokenizer.name_or_path or "tokenizer", None, f"produced token id {int(ids.max())}, beyond "
+                 f"the text encoder's vocab_size {self.config.vocab_size}: tokenizer and text encoder do not "
+                 "belong together")
         chunks = [np.asarray(self._run(self._state, ids[i:i + self.batch_size], mask[i:i + self.batch_size]),
                              np.float32)
                   for i in range(0, len(prompts), self.batch_size)]
