@@ -25,7 +25,7 @@ class ClipEncoder:
 
         self.batch_size = batch_size
         self.text_max_length = text_max_length
-        vae = load_vae(model, dtype=dtype)
+        vae = load_vae(model, dtype, where="--model")
         self.vae_config = vae.config
         self.prompts = PromptEncoder.load(model, dtype, where="--model", batch_size=batch_size)
         graphdef, state = nnx.split(vae)
