@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42,
                         help="picks one caption when an entry lists several (default 42)")
     parser.add_argument("--samples-per-shard", type=int, default=64, help="videos per dataset shard (default 64)")
-    parser.add_argument("--workers", type=int, default=2, help="threads decoding videos ahead of the encoder (default 2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="threads decoding videos ahead of the encoder (default 2)")
     return parser
 
 

@@ -39,7 +39,8 @@ class InputItem:
 
 def list_inputs(videos: str) -> list[InputItem]:
     if not os.path.exists(videos):
-        raise UserError(FLAG, None, f"{videos} does not exist; give a videos2caption.json file or a directory of videos")
+        raise UserError(FLAG, None, f"{videos} does not exist; give a videos2caption.json file or a directory "
+                                    f"of videos")
     if os.path.isfile(videos):
         if not videos.endswith(".json"):
             raise UserError(FLAG, None, f"{videos} is a file but not a .json caption list; give FastVideo's "
@@ -75,14 +76,16 @@ def _from_merged_json(json_path: str) -> list[InputItem]:
         if isinstance(captions, str):
             captions = [captions]
         if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
-            raise UserError(json_path, f"[{i}].cap", "each entry needs a caption: a string or a non-empty list of strings")
+            raise UserError(json_path, f"[{i}].cap",
+                            "each entry needs a caption: a string or a non-empty list of strings")
         rel = entry["path"]
         if os.path.isabs(rel):
             path = rel
         else:
             in_videos = os.path.join(videos_dir, rel)
             path = in_videos if os.path.exists(in_videos) else os.path.join(root, rel)
-        problem = None if os.path.isfile(path) else f"video file not found (looked for {rel} in {videos_dir} and {root})"
+        problem = (None if os.path.isfile(path)
+                   else f"video file not found (looked for {rel} in {videos_dir} and {root})")
         items.append(InputItem(index=i, id=_strip_ext(os.path.normpath(rel)), path=path,
                                captions=tuple(captions), problem=problem))
     return items
