@@ -1,8 +1,10 @@
 """DMD2 end to end: a distillation from a known teacher learns; the trainer on tiny Wan models (student,
 larger teacher, critic) steps the student only on update steps and the critic every step; resume after
-SIGKILL is bit-exact. (The 8-simulated-device run is not here: XLA:CPU deadlocks in a collective-permute
-under load, see issue 5's note.)"""
+SIGKILL is bit-exact; 8 simulated devices (fsdp + sp) give the 1-device run."""
 from __future__ import annotations
+
+import os
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +23,7 @@ from fvjax.optim import OptimizerConfig, build_optimizer
 from fvjax.roles import RoleModel, RoleState
 from test_dmd2_units import ClosedFormRole
 from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step,
-                            train_in_process, write_recipe)
+                            train_command, train_in_process, write_recipe)
 
 # ----------------------------------------------------- a distillation whose teacher is a known function
 
@@ -177,3 +179,36 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, data, straight_run):
         row = before[step] if step <= HALF else after[step]
         for key in ("student/dmd_loss", "critic/flow_loss"):
             assert row[key] == straight[step][key], (step, key)
+
+
+# XLA:CPU runs the 8 simulated devices on one thread pool of max(cores, devices) threads (PJRT_NPROC
+# overrides the core count). An in-process collective holds a pool thread while it waits for the other
+# devices, and the CPU thunk executor orders collectives only by when they start: once a loop (the layer
+# scan, lax.cond's student phase, ...) that contains collectives is running asynchronously, the device
+# may already start the next collective on another thread. One device can so hold two threads; under
+# load 8 threads fill with waiting collectives (measured: 3 in an all-gather inside the critic's layer scan,
+# 5 in a collective-permute after it) while a device still owes the loop's all-gather, and the rendezvous
+# aborts the process after 40 s. Spare threads are what the simulation needs; real accelerators wait on
+# device streams, not on host threads. The pool size must be set before the process creates its CPU
+# client, hence a fresh process.
+EIGHT_DEVICE_POOL_THREADS = 32
+
+
+def test_eight_devices_fsdp_and_sp_match_one_device(tmp_path, data, straight_run):
+    # 8 devices: 2 replicas x 2 fsdp x 2 sp; 4 data-parallel groups of 1 sample = the straight run's batch of 4.
+    eight = tmp_path / "eight"
+    recipe = dmd2_recipe(data, eight, max_train_steps=HALF, training_state_checkpointing_steps=HALF, num_gpus=8,
+                         sp_size=2, hsdp_replicate_dim=2, hsdp_shard_dim=4, train_batch_size=1)
+    env = {**os.environ, "PJRT_NPROC": str(EIGHT_DEVICE_POOL_THREADS)}
+    res = subprocess.run(train_command(write_recipe(tmp_path / "eight.yaml", recipe)), cwd=REPO, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
+    assert res.returncode == 0, f"trainer exited {res.returncode}: {res.stderr[-3000:]}"
+    m1, m8 = metrics_by_step(straight_run), metrics_by_step(eight)
+    for step in range(1, HALF + 1):
+        for key in ("student/dmd_loss", "critic/flow_loss", "critic/grad_norm"):
+            np.testing.assert_allclose(m8[step][key], m1[step][key], rtol=1e-4, err_msg=f"{key} at step {step}")
+    p1, p8 = checkpoint_arrays(straight_run, HALF), checkpoint_arrays(eight, HALF)
+    assert p1.keys() == p8.keys()
+    for name in p1:
+        scale = max(float(np.max(np.abs(p1[name]))), 1e-6)
+        np.testing.assert_allclose(p8[name], p1[name], rtol=1e-4, atol=1e-5 * scale, err_msg=name)
