@@ -123,9 +123,10 @@ def make_update(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) ->
 
         new_student, metrics = jax.lax.cond(student_updates_at(step, cfg.generator_update_interval),
                                             student_step, student_rest, student_state)
-        # The critic phase starts after the student phase. It reads only the step's starting weights, so
-        # this changes no value; it gives every device one order of collectives (XLA's CPU runtime can
-        # otherwise run the two phases' collectives in different orders on different devices and deadlock).
+        # The critic phase is scheduled after the student phase. It reads only the step's starting weights,
+        # so this changes no value. (It does not decide the order of collectives: XLA issues them in its
+        # schedule's order, the same on every device; 8 simulated CPU devices need spare host threads,
+        # see tests/test_dmd2_train.py.)
         new_student, critic_state, rollout_params = jax.lax.optimization_barrier(
             (new_student, critic_state, student_state.params))
         loss_fn = functools.partial(losses.critic, student_params=rollout_params)
