@@ -54,11 +54,25 @@ def make_update(recipe: Recipe, runtime: Runtime) -> Callable:
 def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
     t = recipe.training
     student = runtime.models["student"].config
+    vae = _vae_config(recipe)
     cfg = DataConfig(
         data_path=t.data_path, seed=t.seed, num_latent_t=t.num_latent_t, training_cfg_rate=t.training_cfg_rate,
         global_batch_size=t.train_batch_size * recipe.mesh.data_parallel * t.grad_accum,
-        text_dim=student.text_dim, latent_channels=student.in_channels)
+        text_dim=student.text_dim, latent_channels=student.in_channels,
+        latents_mean=vae.latents_mean, latents_std=vae.latents_std)
     return TrainData(cfg)
+
+
+def _vae_config(recipe: Recipe):
+    """The VAE whose latent statistics normalise the dataset (FastVideo: the model_path pipeline's VAE):
+    training.model_path's vae/config.json when there is one, else Wan2.1's (both T2V sizes share it)."""
+    from fvjax.families.wan.vae.config import VAE_PRESETS, WanVAEConfig
+
+    root = recipe.training.model_path or recipe.training.pretrained_model_name_or_path
+    config = os.path.join(os.path.expanduser(root), "vae", "config.json") if root else ""
+    if config and os.path.isfile(config):
+        return WanVAEConfig.from_json_file(config)
+    return VAE_PRESETS["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"]
 
 
 def _batch_sharding(mesh) -> NamedSharding:

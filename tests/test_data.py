@@ -232,3 +232,35 @@ def test_bad_data_errors_name_file_and_column(tmp_path):
     np.save(broken / "shard-00000.latents.npy", np.zeros((4, 16, 3, 4, 5), np.float32))
     with pytest.raises(UserError, match=r"shard-00000\.latents\.npy: latents: expected shape"):
         TrainData(DataConfig(str(broken), 2), 0, 1)
+
+
+def test_latents_are_normalised_per_channel_with_the_vae_statistics(tmp_path):
+    """FastVideo's normalize_dit_input: (x_c - mean_c) / std_c on the stored VAE means, in both formats."""
+    from fvjax.families.wan.vae.config import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
+
+    samples = _samples(4)
+    stats = dict(latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD)
+    mean = np.asarray(WAN21_LATENTS_MEAN, np.float32).reshape(16, 1, 1, 1)
+    std = np.asarray(WAN21_LATENTS_STD, np.float32).reshape(16, 1, 1, 1)
+    for path in (_write_fvjax(tmp_path / "fvjax", samples), _write_fastvideo_parquet(tmp_path / "pq", samples)):
+        raw = TrainData(DataConfig(path, global_batch_size=2), 0, 1)
+        normalised = TrainData(DataConfig(path, global_batch_size=2, **stats), 0, 1)
+        for index in range(4):
+            expected = (raw.load_sample(index)["latents"] - mean) / std
+            np.testing.assert_allclose(normalised.load_sample(index)["latents"], expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(UserError, match="16 channels but the VAE statistics have 2"):
+        TrainData(DataConfig(str(tmp_path / "fvjax"), global_batch_size=2, latents_mean=(0.0, 1.0),
+                             latents_std=(1.0, 1.0)), 0, 1)
+
+
+def test_synthetic_latents_normalise_to_standard_normals(tmp_path):
+    from fvjax.families.wan.vae.config import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
+
+    path = str(tmp_path / "syn")
+    synthetic_main(["--out", path, "--num-samples", "8", "--latent-shape", "16,3,8,8", "--text-len", "4",
+                    "--text-dim", "8"])
+    data = TrainData(DataConfig(path, global_batch_size=8, latents_mean=WAN21_LATENTS_MEAN,
+                                latents_std=WAN21_LATENTS_STD), 0, 1)
+    latents = data.batch(0)["latents"]          # [8, 16, 3, 8, 8]: 1536 values per channel
+    per_channel = latents.transpose(1, 0, 2, 3, 4).reshape(16, -1)
+    assert np.all(np.abs(per_channel.mean(axis=1)) < 0.15) and np.all(np.abs(per_channel.std(axis=1) - 1) < 0.1)

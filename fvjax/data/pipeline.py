@@ -18,8 +18,12 @@ Resume. The iterator's state is {"next_step": k, ...} (JSON); a restored iterato
 identical to the uninterrupted run. The state also records the seed, batch size, process count and the
 source's fingerprint, and restoring onto a different dataset or layout is refused.
 
+Latents. Datasets hold the VAE posterior mean as the VAE made it (FastVideo's preprocessing and ours);
+with `latents_mean` / `latents_std` set (the trainer sets Wan's VAE constants) each channel c becomes
+(x_c - mean_c) / std_c, FastVideo's normalize_dit_input, before it reaches a model.
+
 Batches are dicts of numpy arrays:
-    latents     float32 [b, 16, T, H, W]   (T cropped to num_latent_t when > 0)
+    latents     float32 [b, 16, T, H, W]   (T cropped to num_latent_t when > 0; normalised)
     text_embeds float32 [b, text_len, D]   (padded with zeros / cropped to text_len = 512)
     text_mask   int32   [b, text_len]      (1 over the valid tokens)
 with b = global_batch_size / process_count. Loading runs in grain threads with a prefetch buffer.
@@ -53,6 +57,8 @@ class DataConfig:
     text_len: int = 512
     text_dim: int | None = None         # None: whatever the data holds; else checked
     latent_channels: int = 16
+    latents_mean: tuple[float, ...] | None = None   # per-channel VAE statistics; None: latents used as stored
+    latents_std: tuple[float, ...] | None = None
     reshuffle_each_epoch: bool = False  # False = FastVideo (the same order every epoch)
     num_threads: int = 2                # grain reader threads
     prefetch_batches: int = 2
@@ -93,6 +99,13 @@ class TrainData:
         if cfg.text_dim is not None and cfg.text_dim != self.text_dim:
             raise UserError(first.where, self._text_key, f"text embeddings have dim {self.text_dim}, the model "
                                                          f"expects text_dim {cfg.text_dim}")
+        if cfg.latents_mean is not None:
+            channels = self.raw_latent_shape[0]
+            if len(cfg.latents_mean) != channels or len(cfg.latents_std or ()) != channels:
+                raise UserError(first.where, self._latent_key, f"latents have {channels} channels but the VAE "
+                                f"statistics have {len(cfg.latents_mean)}")
+            self._mean = np.asarray(cfg.latents_mean, np.float32).reshape(channels, 1, 1, 1)
+            self._std = np.asarray(cfg.latents_std, np.float32).reshape(channels, 1, 1, 1)
         t = cfg.num_latent_t or self.raw_latent_shape[1]
         self.latent_shape = (self.raw_latent_shape[0], t) + self.raw_latent_shape[2:]
 
@@ -129,7 +142,9 @@ class TrainData:
         if raw.text_embeds.shape[1] != self.text_dim:
             raise UserError(raw.where, self._text_key, f"text dim {raw.text_embeds.shape[1]} differs from the "
                                                        f"dataset's {self.text_dim}")
-        latents = raw.latents[:, :self.latent_shape[1]]
+        latents = np.asarray(raw.latents[:, :self.latent_shape[1]], np.float32)
+        if self.cfg.latents_mean is not None:
+            latents = (latents - self._mean) / self._std
         n = min(raw.text_embeds.shape[0], self.cfg.text_len)
         text = np.zeros((self.cfg.text_len, self.text_dim), np.float32)
         mask = np.zeros((self.cfg.text_len,), np.int32)

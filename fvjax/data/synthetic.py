@@ -3,7 +3,8 @@
     python -m fvjax.data.synthetic --out DIR --format fvjax|parquet --num-samples N \
         --latent-shape 16,T,H,W --text-len L --text-dim D --seed S
 
-Latents are standard normal, like VAE posterior means after Wan's normalisation. Sample i has
+Latents are stored as a VAE makes them: with 16 channels, Wan2.1's latents_mean + latents_std * N(0, 1),
+so the trainer's normalisation turns them into standard normals (other channel counts: standard normal). Sample i has
 max(1, L - i % (L // 2 + 1)) valid text tokens (so masks vary, the first sample has L), also standard normal.
 The same arguments always give the same bytes.
 """
@@ -19,11 +20,17 @@ from fvjax.errors import UserError, cli_entry
 
 def synthetic_samples(num_samples: int, latent_shape: Sequence[int], text_len: int, text_dim: int,
                       seed: int = 0) -> Iterator[dict]:
+    from fvjax.families.wan.vae.config import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
+
     rng = np.random.default_rng(seed)
+    mean, std = np.float32(0), np.float32(1)
+    if latent_shape[0] == len(WAN21_LATENTS_MEAN):
+        mean = np.asarray(WAN21_LATENTS_MEAN, np.float32).reshape(-1, 1, 1, 1)
+        std = np.asarray(WAN21_LATENTS_STD, np.float32).reshape(-1, 1, 1, 1)
     for i in range(num_samples):
         length = max(1, text_len - i % (text_len // 2 + 1))
         yield {"id": f"synthetic-{i:06d}", "caption": f"synthetic sample {i}",
-               "latents": rng.standard_normal(tuple(latent_shape), dtype=np.float32),
+               "latents": mean + std * rng.standard_normal(tuple(latent_shape), dtype=np.float32),
                "text_embeds": rng.standard_normal((length, text_dim), dtype=np.float32)}
 
 
