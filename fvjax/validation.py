@@ -63,7 +63,14 @@ def read_prompts(path: str, where: object, key: str = "training.validation_datas
     return prompts
 
 
-def _pipeline_path(recipe) -> str:
+NO_PIPELINE = ("validation needs a Diffusers Wan pipeline for its VAE and text encoder: set training.model_path "
+               "to a pipeline directory (vae/, text_encoder/, tokenizer/) or hub id, or set log_validation: false")
+
+
+def find_pipeline(recipe) -> str | None:
+    """Where validation's VAE and text encoder come from: training.model_path, else
+    pretrained_model_name_or_path, else the student's path, whichever first is a pipeline (a hub id counts:
+    the loaders look it up in the local cache and say so when it is absent)."""
     from fvjax.weights import paths
 
     t = recipe.training
@@ -71,12 +78,10 @@ def _pipeline_path(recipe) -> str:
     for candidate in filter(None, candidates):
         root = Path(candidate).expanduser()
         if not root.exists() and paths.looks_like_hub_id(candidate):
-            return candidate          # resolved (and reported if absent) by the loaders
+            return candidate
         if (root / "vae").is_dir() and (root / "text_encoder").is_dir():
             return str(root)
-    fail(recipe.source, "training.log_validation", "validation needs a Diffusers Wan pipeline for its VAE and "
-         "text encoder: set training.model_path to a pipeline directory (vae/, text_encoder/, tokenizer/) or "
-         "hub id, or set log_validation: false")
+    return None
 
 
 def sampler_specs(recipe) -> list[SamplerSpec]:
@@ -122,7 +127,8 @@ class Validator:
         specs = sampler_specs(recipe)
         from fvjax.text_to_video import Components, VideoRequest
 
-        components = Components.load(_pipeline_path(recipe), where=recipe.source)
+        pipeline = find_pipeline(recipe) or fail(recipe.source, "training.log_validation", NO_PIPELINE)
+        components = Components.load(pipeline, where=recipe.source)
         frames = (t.num_latent_t - 1) * 4 + 1
         return cls(prompts, specs, components, VideoRequest(frames, t.num_height, t.num_width, t.seed),
                    int(t.validation_steps), t.output_dir)

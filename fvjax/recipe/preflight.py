@@ -42,6 +42,12 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
         elif not Path(t.validation_dataset_file).expanduser().is_file():
             problems.append(Problem("training.validation_dataset_file",
                                     f"{t.validation_dataset_file!r} does not exist on this machine"))
+        if t.validation_steps <= 0:
+            problems.append(Problem("training.validation_steps", "is 0 but log_validation is true; set how often "
+                                    "to validate"))
+        from fvjax.validation import NO_PIPELINE, find_pipeline
+        if find_pipeline(recipe) is None:
+            problems.append(Problem("training.model_path", NO_PIPELINE))
     if t.init_weights_from_safetensors and not Path(t.init_weights_from_safetensors).expanduser().is_file():
         problems.append(Problem("training.init_weights_from_safetensors",
                                 f"{t.init_weights_from_safetensors!r} does not exist on this machine"))
