@@ -90,13 +90,14 @@ def test_validation_mp4s_appear_during_a_tiny_dmd2_run(tmp_path):
     assert events and any(b"validation_videos_3_steps/1" in e.read_bytes() for e in events)
 
 
-def test_validation_without_a_pipeline_is_a_recipe_error(tmp_path):
+def test_validation_without_a_pipeline_is_a_recipe_error(tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\n")
     recipe = _recipe("tiny_dmd2", data_path=make_data(tmp_path / "data"), output_dir=str(tmp_path / "run"),
-                     log_validation=True, validation_steps=2, validation_dataset_file=str(prompts))
+                     log_validation=True, validation_steps=2, validation_dataset_file=str(prompts), model_path="")
     path = write_recipe(tmp_path / "recipe.yaml", recipe)
     with pytest.raises(SystemExit) as exit_info:
         train_in_process(path)
     assert exit_info.value.code == 2
+    assert "training.model_path: validation needs a Diffusers Wan pipeline" in capsys.readouterr().err
     assert not Path(tmp_path / "run").exists()
