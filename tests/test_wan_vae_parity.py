@@ -2,8 +2,10 @@
 the Diffusers model is saved with save_pretrained and read back through `load_vae`.
 
 Tolerance: max abs error <= 1e-4 x the output's scale (max |reference|), for encode (posterior mean and
-clamped logvar) and decode (clamped video). Measured on this CPU: encode <= 1.6e-6 relative, decode
-<= 5.2e-6 relative (summation order of the convolutions; Diffusers runs the same chunks).
+clamped logvar) and decode (clamped video). Measured on this CPU (tiny preset, 1-13 frames): encode
+~1e-6 relative, decode ~5e-6 relative (summation order of the convolutions; Diffusers runs the same
+chunks). bf16 weights and compute (not asserted here): ~2% (encode) / ~8% (decode) vs the fp32
+reference with these random weights, against 1.6% / 6% for Diffusers' own bf16 model.
 """
 from __future__ import annotations
 

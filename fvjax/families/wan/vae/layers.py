@@ -163,12 +163,11 @@ class AttentionBlock(nnx.Module):
 
     def __init__(self, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=jnp.float32):
         kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype)
-        self.dtype = dtype
         self.norm = RMSNorm(dim, param_dtype=param_dtype)
         self.to_qkv = Pointwise(dim, 3 * dim, **kw)
         self.proj = Pointwise(dim, dim, **kw)
 
-    def __call__(self, x: jax.Array, cache: CausalCache | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape
         qkv = self.to_qkv(self.norm(x)).reshape(b * t, h * w, 3, c)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # channel thirds, in Diffusers' order
