@@ -57,7 +57,7 @@ def pipeline_with_text_encoder(path: str) -> Path | None:
     root = Path(path).expanduser()
     if not root.exists():
         try:
-            from fvjax.text.umt5_loading import existing_dir
+            from fvjax.weights.paths import existing_dir
 
             root = existing_dir(path, "path", "'text_encoder/*' 'tokenizer/*'")
         except UserError:

@@ -57,7 +57,7 @@ def prompt_clean(text: str) -> str:
 
 def tokenizer_dir(path: str | os.PathLike, where: object = "path"):
     """The tokenizer folder of a pipeline dir (tokenizer/), or `path` itself when it is a tokenizer dir."""
-    from fvjax.text.umt5_loading import existing_dir
+    from fvjax.weights.paths import existing_dir
 
     root = existing_dir(path, where, "'tokenizer/*' 'text_encoder/*'")
     if (root / TOKENIZER_SUBFOLDER / "tokenizer_config.json").is_file():

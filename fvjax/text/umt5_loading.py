@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,7 +19,7 @@ from fvjax.errors import fail
 from fvjax.text.umt5_config import UMT5Config
 from fvjax.text.umt5_keymap import EMBEDDING_KEY, TIED_EMBEDDING_KEY, keys_by_leaf, leaf_shape, tensor_keys
 from fvjax.weights.dtypes import FLOAT_DTYPES, as_dtype
-from fvjax.weights.paths import read_json
+from fvjax.weights.paths import existing_dir, weight_files
 from fvjax.weights.safetensors_io import DTYPES, SafetensorsFile, TensorSpec, write_safetensors
 
 CONFIG_NAME = "config.json"
@@ -28,37 +27,6 @@ WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 SUBFOLDER = "text_encoder"
 _FLOAT_NAMES = ("F32", "BF16", "F16")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def hub_snapshot(repo_id: str, where: object, what: str) -> Path:
-    """The local-cache snapshot of a hub repo (no download; the error says how to fetch `what`)."""
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    cache = os.environ.get("HF_HUB_CACHE") or (
-        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else constants.HF_HUB_CACHE)
-    try:
-        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        fail(where, None, f"{repo_id}: Hugging Face hub id not found in the local cache ({cache}) and fvjax "
-             f"does not download weights; fetch it first with `hf download {repo_id} --include {what}`, or "
-             "pass a local directory")
-
-
-def existing_dir(path: str | os.PathLike, where: object, what: str) -> Path:
-    """`path` as an existing directory (a cached hub snapshot for an org/name id)."""
-    given = str(path)
-    p = Path(given).expanduser()
-    if not p.exists():
-        if _HUB_ID.match(given) and not given.startswith((".", "/")):
-            return hub_snapshot(given, where, what)
-        fail(where, None, f"{given}: no such file or directory")
-    if not p.is_dir():
-        fail(where, None, f"{given} is a file; pass the directory that holds it")
-    return p
-
-
 def text_encoder_dir(path: str | os.PathLike, where: object = "path") -> Path:
     """The directory holding the UMT5 config.json and weights that `path` names."""
     p = existing_dir(path, where, "'text_encoder/*'")
@@ -82,35 +50,7 @@ class UMT5Checkpoint:
         self.source = self._check()  # fvjax checkpoint key -> stored key (the embedding may be the tied copy)
 
     def _find_weights(self) -> tuple[Path, dict[str, Path]]:
-        d = self.directory
-        index, single = d / WEIGHTS_INDEX_NAME, d / WEIGHTS_NAME
-        if not index.is_file() and not single.is_file():
-            indexes, files = sorted(d.glob("*.safetensors.index.json")), sorted(d.glob("*.safetensors"))
-            if len(indexes) == 1:
-                index = indexes[0]
-            elif len(files) == 1:
-                single = files[0]
-            elif indexes or files:
-                fail(d, None, f"several safetensors weight sets ({', '.join(p.name for p in indexes or files)}); "
-                     "keep one")
-            elif list(d.glob("*.bin")) or list(d.glob("*.pt")):
-                fail(d, None, "only PyTorch pickle weights (.bin/.pt) here; fvjax reads safetensors: re-save with "
-                     "transformers' save_pretrained(..., safe_serialization=True)")
-            else:
-                fail(d, None, f"no weights: expected {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} next to config.json")
-        if index.is_file():
-            data = read_json(index)
-            weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-                fail(index, "weight_map", "missing or not a {tensor name: shard file} object; the index is damaged")
-            resolved = {}
-            for key, name in weight_map.items():
-                if not (d / name).is_file():
-                    fail(index, key, f"its shard file {name} is missing from {d}; the download is incomplete")
-                resolved[key] = d / name
-            return index, resolved
-        return single, {name: single for name in SafetensorsFile(single).entries}
+        return weight_files(self.directory, WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "transformers")
 
     def _check(self) -> dict[str, str]:
         expected = {k.diffusers_key: k for k in self.keys}

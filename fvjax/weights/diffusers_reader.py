@@ -17,7 +17,7 @@ from fvjax.errors import fail
 from fvjax.families.wan.config import WanConfig
 from fvjax.families.wan.keymap import COPY, TensorKey, keys_by_leaf, tensor_keys
 from fvjax.weights.dtypes import FLOAT_DTYPES
-from fvjax.weights.paths import CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, read_json
+from fvjax.weights.paths import CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, read_json, weight_files
 from fvjax.weights.safetensors_io import DTYPES, SafetensorsFile
 
 _FLOAT_NAMES = ("F32", "BF16", "F16")
@@ -59,42 +59,11 @@ class DiffusersCheckpoint:
         self.stored_dtype = self._check()  # the one dtype of all tensors, or None when mixed
 
     # -- locating the tensors ------------------------------------------------------------------------
-    def _find_weights(self) -> tuple[Path | None, dict[str, Path]]:
-        d = self.directory
-        index = d / WEIGHTS_INDEX_NAME
-        single = d / WEIGHTS_NAME
-        if not index.is_file() and not single.is_file():
-            # Variants (e.g. diffusion_pytorch_model.fp16.safetensors): accept when unambiguous.
-            indexes, files = sorted(d.glob("*.safetensors.index.json")), sorted(d.glob("*.safetensors"))
-            if len(indexes) == 1:
-                index = indexes[0]
-            elif len(files) == 1:
-                single = files[0]
-            elif indexes or files:
-                fail(d, None, f"several safetensors weight sets ({', '.join(p.name for p in indexes or files)}); "
-                     "keep one, or pass a directory holding exactly one")
-            elif list(d.glob("*.bin")) or list(d.glob("*.pt")):
-                fail(d, None, "only PyTorch pickle weights (.bin/.pt) here; fvjax reads safetensors: re-save "
-                     "with diffusers' save_pretrained(..., safe_serialization=True)")
-            else:
-                fail(d, None, f"no weights: expected {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} next to config.json")
-        if index.is_file():
-            data = read_json(index)
-            weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-                fail(index, "weight_map", "missing or not a {tensor name: shard file} object; the index is damaged")
-            resolved = {}
-            for key, fname in weight_map.items():
-                shard = d / fname
-                if not shard.is_file():
-                    fail(index, key, f"its shard file {fname} is missing from {d}; the download is incomplete, "
-                         "re-download it")
-                resolved[key] = shard
-            self.index_path = index
-            return index, resolved
-        header = SafetensorsFile(single)
-        return single, {name: single for name in header.entries}
+    def _find_weights(self) -> tuple[Path, dict[str, Path]]:
+        listing, weight_map = weight_files(self.directory, WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "diffusers")
+        if listing.name.endswith(".index.json"):
+            self.index_path = listing
+        return listing, weight_map
 
     # -- checks ----------------------------------------------------------------------------------------
     def _check(self) -> np.dtype | None:

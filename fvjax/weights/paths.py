@@ -115,3 +115,38 @@ def existing_dir(path: str | os.PathLike, where: object, what: str) -> Path:
     if not p.is_dir():
         fail(where, None, f"{given} is a file; pass the directory that holds it")
     return p
+
+
+def weight_files(d: Path, weights_name: str, index_name: str, saver: str) -> tuple[Path, dict[str, Path]]:
+    """(the file listing the tensors: the index or the single file, {tensor name: safetensors file}) of a
+    Hugging Face-style weights directory: `weights_name`, or `index_name` with its shards, or an unambiguous
+    variant (e.g. *.fp16.safetensors). `saver` names what re-saves pickles as safetensors, for the error."""
+    from fvjax.weights.safetensors_io import SafetensorsFile
+
+    index, single = d / index_name, d / weights_name
+    if not index.is_file() and not single.is_file():
+        indexes, files = sorted(d.glob("*.safetensors.index.json")), sorted(d.glob("*.safetensors"))
+        if len(indexes) == 1:
+            index = indexes[0]
+        elif len(files) == 1:
+            single = files[0]
+        elif indexes or files:
+            fail(d, None, f"several safetensors weight sets ({', '.join(p.name for p in indexes or files)}); "
+                 "keep one, or pass a directory holding exactly one")
+        elif list(d.glob("*.bin")) or list(d.glob("*.pt")) or list(d.glob("*.pth")):
+            fail(d, None, f"only PyTorch pickle weights (.bin/.pt/.pth) here; fvjax reads safetensors: re-save "
+                 f"with {saver}'s save_pretrained(..., safe_serialization=True)")
+        else:
+            fail(d, None, f"no weights: expected {weights_name} or {index_name} next to config.json")
+    if not index.is_file():
+        return single, {name: single for name in SafetensorsFile(single).entries}
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        fail(index, "weight_map", "missing or not a {tensor name: shard file} object; the index is damaged")
+    for key, fname in weight_map.items():
+        if not (d / fname).is_file():
+            fail(index, key, f"its shard file {fname} is missing from {d}; the download is incomplete, "
+                 "re-download it")
+    return index, {key: d / fname for key, fname in weight_map.items()}
