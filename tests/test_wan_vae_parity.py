@@ -9,10 +9,13 @@ reference with these random weights, against 1.6% / 6% for Diffusers' own bf16 m
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 from fvjax.families.wan.vae import VAE_PRESETS, WanVAEConfig, load_vae
 from fvjax.families.wan.vae.latents import denormalize_latents, normalize_latents, sample_posterior
@@ -88,6 +91,23 @@ def test_encode_matches_diffusers(tiny, frames):
 @pytest.mark.parametrize("latent_frames", [1, 2, 3, 4])  # 1, 5, 9, 13 video frames
 def test_decode_matches_diffusers(tiny, latent_frames):
     check_decode(tiny, latent_frames, seed=100 + latent_frames)
+
+
+class Jitted:
+    """encode / decode traced inside one jax.jit each (the later chunks then run under a lax.scan), the
+    way the generation and preprocessing code calls them."""
+
+    def __init__(self, vae):
+        graphdef, state = nnx.split(vae)
+        self.config = vae.config
+        self.encode = functools.partial(jax.jit(lambda st, x: nnx.merge(graphdef, st).encode(x)), state)
+        self.decode = functools.partial(jax.jit(lambda st, z: nnx.merge(graphdef, st).decode(z)), state)
+
+
+def test_traced_encode_and_decode_match_diffusers(tiny):
+    torch_model, vae = tiny
+    check_encode((torch_model, Jitted(vae)), 9, seed=21)
+    check_decode((torch_model, Jitted(vae)), 3, seed=22)
 
 
 def test_slim_config_with_xla_conv3d_matches_diffusers(slim):

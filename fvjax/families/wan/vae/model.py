@@ -5,17 +5,14 @@
     video = vae.decode(latents)        # un-normalised [B, z_dim, 1+k, h, w] -> [B, 3, 1+4k, 8h, 8w] in [-1, 1]
 
 Chunked like Diffusers, for memory: encode runs frame 0, then chunks of 4 frames; decode runs one
-latent frame at a time, each chunk a jitted function of (chunk, causal caches) (layers.py), so only one
+latent frame at a time. A chunk is a pure function of (chunk, causal caches) (layers.py), so only one
 chunk's activations are live at a time (a full 81-frame 480x832 decode never holds every frame of
-every layer) and a video of any length compiles two programs per spatial size: the first chunk and
-the later chunk. Numbers equal Diffusers' chunked computation up to float summation order.
-
-Call the methods eagerly (each chunk runs compiled), or trace them inside a larger jit (the chunk
-function is then inlined once per chunk). Outputs are float32.
+every layer). Called eagerly, each chunk runs one of two jitted programs (first chunk, later chunk)
+compiled once per spatial size; traced inside jax.jit / nnx.jit, the later chunks run under a
+lax.scan. Numbers equal Diffusers' chunked computation up to float summation order. Outputs are
+float32.
 """
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -102,27 +99,51 @@ class Decoder3d(nnx.Module):
         return causal_conv(self.conv_out, jax.nn.silu(self.norm_out(x)), cache)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _run_chunk(graphdef, state, chunk: jax.Array, caches: list | None) -> tuple[jax.Array, list]:
-    """One chunk through the encoder or decoder: (output, updated caches). caches=None: the first chunk.
-
-    Jitted on its own so that a video of any length compiles two programs (first chunk, later chunk)
-    per spatial size, and only one chunk's activations are live at a time. Under an outer trace it is
-    inlined once per chunk."""
+def _chunk_step(graphdef, state, chunk: jax.Array, caches: list | None) -> tuple[jax.Array, list]:
+    """One chunk through the encoder or decoder: (output, updated caches). caches=None: the first chunk."""
     cache = CausalCache(caches)
     out = nnx.merge(graphdef, state)(chunk, cache)
     return out, cache.updated
 
 
-def _run_chunks(module: nnx.Module, chunks) -> jax.Array:
-    """Run `module(chunk, cache)` over the chunks in order, carrying the causal caches; outputs are
-    concatenated in time."""
+_jitted_chunk_step = jax.jit(_chunk_step, static_argnames=("graphdef",))
+
+
+def _is_traced(*trees) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+def _run_chunks(module: nnx.Module, first: jax.Array, rest: jax.Array | None) -> jax.Array:
+    """`module(chunk, cache)` on the first chunk, then on each chunk of `rest` ([N, B, T, H, W, C]) in
+    order, carrying the causal caches; outputs concatenated in time.
+
+    Eagerly, each chunk runs one of two jitted programs (first chunk, later chunk), compiled once per
+    spatial size whatever the video length. Under an outer trace (jax.jit / nnx.jit of encode or
+    decode) the later chunks run under a lax.scan, so the traced program holds two copies of the
+    network, not one per chunk. Either way only one chunk's activations are live at a time."""
     graphdef, state = nnx.split(module)
-    outs, caches = [], None
-    for chunk in chunks:
-        out, caches = _run_chunk(graphdef, state, chunk, caches)
-        outs.append(out)
-    return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+    if _is_traced(first, rest, state):
+        out0, caches = _chunk_step(graphdef, state, first, None)
+        if rest is None:
+            return out0
+
+        def body(carry, chunk):
+            out, carry = _chunk_step(graphdef, state, chunk, carry)
+            return carry, out
+
+        _, outs = jax.lax.scan(body, caches, rest)  # [N, B, T_out, H, W, C]
+        outs = jnp.moveaxis(outs, 0, 1)
+        outs = outs.reshape(outs.shape[0], -1, *outs.shape[3:])
+    else:
+        out0, caches = _jitted_chunk_step(graphdef, state, first, None)
+        if rest is None:
+            return out0
+        pieces = []
+        for i in range(rest.shape[0]):
+            out, caches = _jitted_chunk_step(graphdef, state, rest[i], caches)
+            pieces.append(out)
+        outs = jnp.concatenate(pieces, axis=1)
+    return jnp.concatenate([out0, outs], axis=1)
 
 
 class WanVAE(nnx.Module):
@@ -152,8 +173,9 @@ class WanVAE(nnx.Module):
             raise ValueError(f"height and width must be multiples of {s}; got {h}x{w}")
         x = jnp.transpose(video, (0, 2, 3, 4, 1)).astype(self.dtype)  # [B, F, H, W, C]
         # Frame 0 alone, then 4 frames at a time (Diffusers' chunks).
-        chunks = [x[:, :1]] + [x[:, i:i + ENCODE_CHUNK_FRAMES] for i in range(1, f, ENCODE_CHUNK_FRAMES)]
-        moments = self.quant_conv(_run_chunks(self.encoder, chunks)).astype(jnp.float32)
+        k = (f - 1) // ENCODE_CHUNK_FRAMES
+        rest = jnp.moveaxis(x[:, 1:].reshape(b, k, ENCODE_CHUNK_FRAMES, h, w, -1), 1, 0) if k else None
+        moments = self.quant_conv(_run_chunks(self.encoder, x[:, :1], rest)).astype(jnp.float32)
         moments = jnp.transpose(moments, (0, 4, 1, 2, 3))  # [B, 2z, T, h, w]
         mean, logvar = jnp.split(moments, 2, axis=1)
         return mean, jnp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
@@ -166,7 +188,8 @@ class WanVAE(nnx.Module):
         if z.ndim != 5 or z.shape[1] != cfg.z_dim:
             raise ValueError(f"latents must be [B, {cfg.z_dim}, T, h, w]; got shape {z.shape}")
         x = self.post_quant_conv(jnp.transpose(z, (0, 2, 3, 4, 1)).astype(self.dtype))  # [B, T, h, w, z]
-        out = _run_chunks(self.decoder, [x[:, i:i + 1] for i in range(x.shape[1])])  # one latent frame each
+        rest = jnp.moveaxis(x[:, 1:, None], 1, 0) if x.shape[1] > 1 else None  # [T-1, B, 1, h, w, z]
+        out = _run_chunks(self.decoder, x[:, :1], rest)  # one latent frame per chunk
         out = jnp.clip(out.astype(jnp.float32), -1.0, 1.0)
         return jnp.transpose(out, (0, 4, 1, 2, 3))
 
