@@ -20,7 +20,6 @@ import argparse
 import collections
 import concurrent.futures
 import os
-import re
 import sys
 import time
 from typing import Iterable, Iterator, Sequence
@@ -28,7 +27,6 @@ from typing import Iterable, Iterator, Sequence
 from fvjax.errors import UserError, cli_entry
 
 _DTYPES = ("float32", "bfloat16")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +70,9 @@ def check_args(args: argparse.Namespace) -> None:
                         ("--samples-per-shard", args.samples_per_shard), ("--workers", args.workers)):
         if value < 1:
             raise UserError(flag, None, f"must be at least 1, got {value}")
-    if not os.path.exists(args.model) and not _HUB_ID.match(args.model):
+    from fvjax.weights.paths import looks_like_hub_id
+
+    if not os.path.exists(args.model) and not looks_like_hub_id(args.model):
         raise UserError("--model", None, f"{args.model} does not exist; give a Diffusers Wan pipeline directory "
                                          f"(vae/, text_encoder/, tokenizer/) or a hub id such as "
                                          f"Wan-AI/Wan2.1-T2V-1.3B-Diffusers")

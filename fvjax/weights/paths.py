@@ -67,17 +67,22 @@ def resolve(path: str | os.PathLike, where: str = "path") -> WeightsLocation:
 
 
 def _pipeline_transformer(p: Path) -> Path:
+    return pipeline_component(p, "transformer", "transformer", DIFFUSERS_CLASS_NAME, "Wan2.1 transformers")
+
+
+def pipeline_component(p: Path, component: str, label: str, class_name: str, loads: str) -> Path:
+    """The `component` folder of the Diffusers pipeline `p`, checked against its model_index.json (present,
+    of class `class_name`, with a config.json)."""
     index_path = p / "model_index.json"
     index = read_json(index_path)
-    entry = index.get("transformer") if isinstance(index, dict) else None
+    entry = index.get(component) if isinstance(index, dict) else None
     if not entry:
-        fail(index_path, "transformer", "missing: this pipeline has no transformer (is it a Wan pipeline?)")
-    if isinstance(entry, list) and len(entry) == 2 and entry[1] != DIFFUSERS_CLASS_NAME:
-        fail(index_path, "transformer", f"is a {entry[1]}, not a {DIFFUSERS_CLASS_NAME}; fvjax loads Wan2.1 "
-             "transformers")
-    sub = p / "transformer"
+        fail(index_path, component, f"missing: this pipeline has no {label} (is it a Wan pipeline?)")
+    if isinstance(entry, list) and len(entry) == 2 and entry[1] != class_name:
+        fail(index_path, component, f"is a {entry[1]}, not a {class_name}; fvjax loads {loads}")
+    sub = p / component
     if not (sub / CONFIG_NAME).is_file():
-        fail(sub / CONFIG_NAME, None, "file not found; the pipeline's transformer/ folder is incomplete "
+        fail(sub / CONFIG_NAME, None, f"file not found; the pipeline's {component}/ folder is incomplete "
              "(re-download it)")
     return sub
 

@@ -15,7 +15,8 @@ from fvjax.errors import fail
 from fvjax.families.wan.vae.config import DIFFUSERS_VAE_CLASS_NAME, WanVAEConfig
 from fvjax.families.wan.vae.keymap import nest, vae_tensor_keys
 from fvjax.weights.dtypes import as_dtype
-from fvjax.weights.paths import _HUB_ID, CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, read_json
+from fvjax.weights.paths import (CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, hub_snapshot, looks_like_hub_id,
+                                 pipeline_component, weight_files)
 from fvjax.weights.safetensors_io import DTYPES, SafetensorsFile
 
 _FLOAT_NAMES = ("F32", "BF16", "F16")
@@ -26,78 +27,21 @@ def resolve_vae_dir(path: str | os.PathLike, where: str = "path") -> Path:
     given = str(path)
     p = Path(given).expanduser()
     if not p.exists():
-        if _HUB_ID.match(given) and not given.startswith((".", "/")):
-            p = _hub_snapshot(given, where)
-        else:
+        if not looks_like_hub_id(given):
             fail(where, None, f"{given}: no such file or directory (expected a Diffusers pipeline directory, "
                  "a VAE directory with config.json, or a Hugging Face hub id org/name)")
+        p = hub_snapshot(given, where, "model_index.json 'vae/*'")
     if p.is_file():
         fail(p, None, "is a file; pass the directory that holds it (a VAE directory with config.json, or a "
              "pipeline directory with model_index.json)")
     if (p / "model_index.json").is_file():
-        index_path = p / "model_index.json"
-        index = read_json(index_path)
-        entry = index.get("vae") if isinstance(index, dict) else None
-        if not entry:
-            fail(index_path, "vae", "missing: this pipeline has no VAE (is it a Wan pipeline?)")
-        if isinstance(entry, list) and len(entry) == 2 and entry[1] != DIFFUSERS_VAE_CLASS_NAME:
-            fail(index_path, "vae", f"is a {entry[1]}, not an {DIFFUSERS_VAE_CLASS_NAME}; fvjax loads the Wan2.1 VAE")
-        p = p / "vae"
-        if not (p / CONFIG_NAME).is_file():
-            fail(p / CONFIG_NAME, None, "file not found; the pipeline's vae/ folder is incomplete (re-download it)")
-        return p
+        return pipeline_component(p, "vae", "VAE", DIFFUSERS_VAE_CLASS_NAME, "the Wan2.1 VAE")
     if (p / CONFIG_NAME).is_file():
         return p
     if (p / "vae" / CONFIG_NAME).is_file():
         return p / "vae"
     fail(p, None, "not a VAE directory: no model_index.json (Diffusers pipeline) or config.json (Diffusers "
          "AutoencoderKLWan) in it")
-
-
-def _hub_snapshot(repo_id: str, where: str) -> Path:
-    # Cache lookup only: fvjax never starts downloads on its own.
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    cache = os.environ.get("HF_HUB_CACHE") or (
-        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else constants.HF_HUB_CACHE)
-    try:
-        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        fail(where, None, f"{repo_id}: Hugging Face hub id not found in the local cache ({cache}) and fvjax does "
-             f"not download weights; fetch it first with `hf download {repo_id} --include model_index.json "
-             "'vae/*'` (or set HF_HUB_CACHE / HF_HOME to the cache that holds it), or pass a local directory")
-
-
-def _weight_files(d: Path) -> tuple[Path, dict[str, Path]]:
-    """(the file that lists the tensors: index or single file, {tensor name: safetensors file})."""
-    index, single = d / WEIGHTS_INDEX_NAME, d / WEIGHTS_NAME
-    if not index.is_file() and not single.is_file():
-        # Variants (e.g. diffusion_pytorch_model.fp16.safetensors): accept when unambiguous.
-        indexes, files = sorted(d.glob("*.safetensors.index.json")), sorted(d.glob("*.safetensors"))
-        if len(indexes) == 1:
-            index = indexes[0]
-        elif len(files) == 1:
-            single = files[0]
-        elif indexes or files:
-            fail(d, None, f"several safetensors weight sets ({', '.join(p.name for p in indexes or files)}); "
-                 "keep one")
-        elif list(d.glob("*.bin")) or list(d.glob("*.pt")) or list(d.glob("*.pth")):
-            fail(d, None, "only PyTorch pickle weights (.bin/.pt/.pth) here; fvjax reads Diffusers safetensors: "
-                 "re-save with diffusers' save_pretrained(..., safe_serialization=True)")
-        else:
-            fail(d, None, f"no weights: expected {WEIGHTS_NAME} next to config.json")
-    if index.is_file():
-        data = read_json(index)
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if not isinstance(weight_map, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-            fail(index, "weight_map", "missing or not a {tensor name: shard file} object; the index is damaged")
-        for key, fname in weight_map.items():
-            if not (d / fname).is_file():
-                fail(index, key, f"its shard file {fname} is missing from {d}; re-download it")
-        return index, {key: d / fname for key, fname in weight_map.items()}
-    return single, {name: single for name in SafetensorsFile(single).entries}
 
 
 def load_vae_params(path: str | os.PathLike, dtype: Any = None, *, where: str = "path"
@@ -109,7 +53,7 @@ def load_vae_params(path: str | os.PathLike, dtype: Any = None, *, where: str = 
     dt = as_dtype(dtype, where="dtype")
     directory = resolve_vae_dir(path, where=where)
     config = WanVAEConfig.from_json_file(directory / CONFIG_NAME)
-    listing, weight_map = _weight_files(directory)
+    listing, weight_map = weight_files(directory, WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "diffusers")
     files = {f: SafetensorsFile(f) for f in dict.fromkeys(weight_map.values())}
     keys = vae_tensor_keys(config)
     expected = {k.diffusers_key: k for k in keys}
