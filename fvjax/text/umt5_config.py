@@ -8,11 +8,11 @@ it changes the numbers.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from fvjax.errors import fail
+from fvjax.json_file import read_json
 
 MODEL_TYPE = "umt5"
 # transformers: feed_forward_proj "gated-gelu" means the tanh-approximated GELU ("gelu_new"), a legacy
@@ -122,15 +122,7 @@ class UMT5Config:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "UMT5Config":
-        path = Path(path)
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            fail(path, None, "file not found")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            fail(path, None, f"invalid JSON ({e}); the file is damaged, re-download it")
-        return cls.from_hf_config(cfg, where=path)
-
+        return cls.from_hf_config(read_json(path), where=Path(path))
 
 PRESETS: dict[str, UMT5Config] = {
     # google/umt5-xxl's encoder as shipped in Wan2.1's Diffusers pipelines (text_encoder/config.json).

@@ -8,13 +8,13 @@ Accepted: a Diffusers pipeline dir (model_index.json + transformer/), a Diffuser
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from pathlib import Path
 
 from fvjax.errors import fail
 from fvjax.families.wan.config import DIFFUSERS_CLASS_NAME
+from fvjax.json_file import read_json  # noqa: F401  (re-exported: the loaders import it from here)
 
 MANIFEST_NAME = "fvjax_manifest.json"
 CONFIG_NAME = "config.json"
@@ -30,15 +30,6 @@ class WeightsLocation:
     kind: str  # "diffusers" | "fvjax"
     directory: Path  # the transformer dir (Diffusers) or the fvjax weights dir
     given: str  # what the user passed, for messages
-
-
-def read_json(path: Path, key: str | None = None) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        fail(path, key, "file not found")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        fail(path, key, f"invalid JSON ({e}); the file is damaged, re-download or re-create it")
 
 
 def resolve(path: str | os.PathLike, where: str = "path") -> WeightsLocation:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from fvjax.errors import fail
+from fvjax.json_file import read_json
 
 DIFFUSERS_CLASS_NAME = "WanTransformer3DModel"
 
@@ -78,15 +78,7 @@ class WanConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "WanConfig":
-        path = Path(path)
-        try:
-            cfg = json.loads(path.read_text())
-        except FileNotFoundError:
-            fail(path, None, "file not found")
-        except json.JSONDecodeError as e:
-            fail(path, None, f"invalid JSON at line {e.lineno}: {e.msg}")
-        return cls.from_diffusers_config(cfg, where=path)
-
+        return cls.from_diffusers_config(read_json(path), where=Path(path))
 
 # The published checkpoints (values of their transformer/config.json).
 PRESETS: dict[str, WanConfig] = {

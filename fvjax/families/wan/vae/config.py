@@ -7,11 +7,11 @@ AutoencoderKLWan does not know (metadata keys starting with "_" are ignored, as 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from fvjax.errors import fail
+from fvjax.json_file import read_json
 
 DIFFUSERS_VAE_CLASS_NAME = "AutoencoderKLWan"
 
@@ -154,15 +154,7 @@ class WanVAEConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "WanVAEConfig":
-        path = Path(path)
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            fail(path, None, "file not found")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            fail(path, None, f"invalid JSON ({e}); the file is damaged, re-download or re-create it")
-        return cls.from_diffusers_config(cfg, where=path)
-
+        return cls.from_diffusers_config(read_json(path), where=Path(path))
 
 _WAN21 = WanVAEConfig()
 
