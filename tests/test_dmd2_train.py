@@ -109,10 +109,12 @@ INTERVAL = 2
 
 
 def dmd2_recipe(data_path, output_dir, **training) -> dict:
-    """configs/examples/tiny_dmd2.yaml with test-sized settings: a checkpoint after every step."""
+    """configs/examples/tiny_dmd2.yaml with test-sized settings: a checkpoint after every step; no validation
+    videos (the example's model_path, outputs/tiny_pipeline, is made by the demo, not by a checkout)."""
     recipe = yaml.safe_load((REPO / "configs/examples/tiny_dmd2.yaml").read_text())
     recipe["training"].update(data_path=str(data_path), output_dir=str(output_dir), max_train_steps=STEPS,
-                              training_state_checkpointing_steps=1, checkpoints_total_limit=0, train_batch_size=4)
+                              training_state_checkpointing_steps=1, checkpoints_total_limit=0, train_batch_size=4,
+                              model_path="", log_validation=False)
     recipe["training"].update(training)
     recipe["method_config"]["generator_update_interval"] = INTERVAL
     return recipe
