@@ -185,14 +185,14 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, data, straight_run):
 
 # XLA:CPU runs the 8 simulated devices on one thread pool of max(cores, devices) threads (PJRT_NPROC
 # overrides the core count). An in-process collective holds a pool thread while it waits for the other
-# devices, and the CPU thunk executor orders collectives only by when they start: once a loop (the layer
-# scan, lax.cond's student phase, ...) that contains collectives is running asynchronously, the device
-# may already start the next collective on another thread. One device can so hold two threads; under
-# load 8 threads fill with waiting collectives (measured: 3 in an all-gather inside the critic's layer scan,
-# 5 in a collective-permute after it) while a device still owes the loop's all-gather, and the rendezvous
-# aborts the process after 40 s. Spare threads are what the simulation needs; real accelerators wait on
-# device streams, not on host threads. The pool size must be set before the process creates its CPU
-# client, hence a fresh process.
+# devices, and the CPU thunk executor orders collectives only by when they start: while a loop (a layer
+# scan, lax.cond's student phase, ...) that contains collectives runs asynchronously, the device may
+# already start the next collective on another thread. One device can so hold two threads; under load
+# the 8 threads filled with waiting collectives (3 in an all-gather inside a layer scan, 5 in a
+# collective-permute after it) while a device still owed the loop's all-gather, and the rendezvous
+# aborted the process after 40 s. Real accelerators wait on device streams, not on host threads; the
+# simulation needs spare threads: 4 per device (16 in all also passed on one loaded core). The pool
+# size is read when the process creates its CPU client, hence a fresh process.
 EIGHT_DEVICE_POOL_THREADS = 32
 
 
