@@ -5,6 +5,11 @@ import sys
 # Eight simulated CPU devices for the sharding tests; must be set before jax is imported anywhere.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA:CPU runs the 8 simulated devices on one pool of max(cores, devices) threads, and a waiting
+# collective holds a thread: under load the pool can fill with waiting collectives and a rendezvous
+# aborts (tests/test_dmd2_train.py explains the measured case). Spare threads for every in-process test
+# and trainer subprocess; real accelerators wait on device streams, not host threads.
+os.environ.setdefault("PJRT_NPROC", "32")
 # Many tests compile the same tiny models (also in trainer subprocesses, which inherit the environment):
 # JAX's persistent compilation cache turns a repeat compile of ~10 s into ~1 s.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
