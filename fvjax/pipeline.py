@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from fvjax.schedulers.flow_euler import flow_match_euler
-from fvjax.schedulers.sampling import guided_velocity
+from fvjax.schedulers.sampling import ode_step
 from fvjax.schedulers.unipc import unipc_multistep
 
 ModelFn = Callable[[Any, jax.Array, jax.Array, Any], jax.Array]
@@ -66,12 +66,8 @@ def _scheduler(spec: SamplerSpec):
     return make(spec.num_steps, spec.shift)
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "guidance_scale"))
-def _ode_step(model_fn: ModelFn, params, scheduler, index, x, state, context, negative_context,
-              guidance_scale: float):
-    timestep = jnp.broadcast_to(scheduler.timesteps[index], (x.shape[0],))
-    velocity = guided_velocity(model_fn, params, x, timestep, context, negative_context, guidance_scale)
-    return scheduler.step(state, index, velocity, x)
+# The loop of `fvjax.schedulers.sample`, one jitted step at a time so a progress bar can follow it.
+_ode_step = jax.jit(ode_step, static_argnames=("model_fn", "guidance_scale"))
 
 
 @functools.partial(jax.jit, static_argnames=("model_fn", "shift"))

@@ -28,6 +28,15 @@ def guided_velocity(model_fn: ModelFn, params, x: jax.Array, timestep: jax.Array
     return uncond + guidance_scale * (cond - uncond)
 
 
+def ode_step(model_fn: ModelFn, params, scheduler, index, x: jax.Array, state, context, negative_context,
+             guidance_scale: float):
+    """One step of WanPipeline's loop: the scheduler's timestep for the whole batch, the (guided) velocity,
+    the scheduler step. Returns (next x, next scheduler state)."""
+    timestep = jnp.broadcast_to(scheduler.timesteps[index], (x.shape[0],))
+    velocity = guided_velocity(model_fn, params, x, timestep, context, negative_context, guidance_scale)
+    return scheduler.step(state, index, velocity, x)
+
+
 @functools.partial(jax.jit, static_argnames=("model_fn", "guidance_scale"))
 def sample(model_fn: ModelFn, params, x_T: jax.Array, scheduler, context=None, negative_context=None,
            guidance_scale: float = 1.0) -> jax.Array:
@@ -39,10 +48,8 @@ def sample(model_fn: ModelFn, params, x_T: jax.Array, scheduler, context=None, n
 
     def body(carry, index):
         x, state = carry
-        timestep = jnp.broadcast_to(scheduler.timesteps[index], (x.shape[0],))
-        velocity = guided_velocity(model_fn, params, x, timestep, context, negative_context, guidance_scale)
-        x, state = scheduler.step(state, index, velocity, x)
-        return (x, state), None
+        return ode_step(model_fn, params, scheduler, index, x, state, context, negative_context,
+                        guidance_scale), None
 
     (x, _), _ = jax.lax.scan(body, (x, scheduler.init_state(x)), jnp.arange(scheduler.num_steps))
     return x
