@@ -58,16 +58,36 @@ class VideoRequest:
     seed: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class PromptEmbeddings:
+    context: jax.Array               # [B, 512, D]
+    negative: jax.Array | None       # [B, 512, D] (the negative prompt, repeated), or None without guidance
+
+
+def encode_prompts(prompt_encoder, prompts: Sequence[str], negative_prompt: str | None = None) -> PromptEmbeddings:
+    context = jnp.asarray(prompt_encoder.encode(list(prompts)))
+    negative = None
+    if negative_prompt is not None:
+        negative = jnp.asarray(prompt_encoder.encode([negative_prompt] * len(prompts)))
+    return PromptEmbeddings(context, negative)
+
+
+def render_videos(model_fn: ModelFn, params, in_channels: int, decoder: VideoDecoder, embeds: PromptEmbeddings,
+                  spec: SamplerSpec, request: VideoRequest, *, progress: bool = False) -> np.ndarray:
+    """uint8 frames [B, F, H, W, 3] from encoded prompts; one noise draw per prompt from `request.seed`."""
+    negative = embeds.negative if spec.uses_guidance else None
+    shape = latent_shape(request.num_frames, request.height, request.width, in_channels)
+    noise = initial_noise(request.seed, embeds.context.shape[0], shape)
+    key = jax.random.fold_in(jax.random.key(request.seed), 1)   # the DMD chain's re-noising, apart from x_T
+    latents = denoise(model_fn, params, noise, embeds.context, spec, negative_context=negative, key=key,
+                      progress=progress)
+    return decoder(latents)
+
+
 def generate_videos(model_fn: ModelFn, params, in_channels: int, components: Components, prompts: Sequence[str],
                     spec: SamplerSpec, request: VideoRequest, *, negative_prompt: str | None = None,
                     progress: bool = False) -> np.ndarray:
     """uint8 frames [len(prompts), F, H, W, 3]; one noise draw per prompt from `request.seed`."""
-    context = jnp.asarray(components.prompt_encoder.encode(list(prompts)))
-    negative = None
-    if spec.uses_guidance and negative_prompt is not None:
-        negative = jnp.asarray(components.prompt_encoder.encode([negative_prompt] * len(prompts)))
-    shape = latent_shape(request.num_frames, request.height, request.width, in_channels)
-    noise = initial_noise(request.seed, len(prompts), shape)
-    key = jax.random.fold_in(jax.random.key(request.seed), 1)   # the DMD chain's re-noising, apart from x_T
-    latents = denoise(model_fn, params, noise, context, spec, negative_context=negative, key=key, progress=progress)
-    return components.decoder(latents)
+    embeds = encode_prompts(components.prompt_encoder, prompts, negative_prompt if spec.uses_guidance else None)
+    return render_videos(model_fn, params, in_channels, components.decoder, embeds, spec, request,
+                         progress=progress)

@@ -107,7 +107,8 @@ def sampler_specs(recipe) -> list[SamplerSpec]:
 class Validator:
     prompts: list[str]
     specs: list[SamplerSpec]
-    components: Any            # fvjax.text_to_video.Components
+    embeds: Any                # fvjax.text_to_video.PromptEmbeddings: encoded once, the text encoder is then freed
+    decoder: Any               # fvjax.text_to_video.VideoDecoder
     request: Any               # fvjax.text_to_video.VideoRequest
     every: int
     output_dir: str
@@ -125,27 +126,31 @@ class Validator:
                  "(a positive number of steps)")
         prompts = read_prompts(t.validation_dataset_file, recipe.source)
         specs = sampler_specs(recipe)
-        from fvjax.text_to_video import Components, VideoRequest
+        from fvjax.text_to_video import Components, VideoRequest, encode_prompts
 
         pipeline = find_pipeline(recipe) or fail(recipe.source, "training.log_validation", NO_PIPELINE)
         components = Components.load(pipeline, where=recipe.source)
+        # The prompts never change: encoded once here, so the text encoder (UMT5-XXL: 5.7 B parameters)
+        # is not kept beside the training state.
+        negative = _negative_prompt() if any(spec.uses_guidance for spec in specs) else None
+        embeds = encode_prompts(components.prompt_encoder, prompts, negative)
         frames = (t.num_latent_t - 1) * 4 + 1
-        return cls(prompts, specs, components, VideoRequest(frames, t.num_height, t.num_width, t.seed),
-                   int(t.validation_steps), t.output_dir)
+        return cls(prompts, specs, embeds, components.decoder,
+                   VideoRequest(frames, t.num_height, t.num_width, t.seed), int(t.validation_steps), t.output_dir)
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
     def run(self, step: int, model, params, logger) -> list[str]:
         """Render every prompt with each sampler; returns the written paths (process 0)."""
-        from fvjax.text_to_video import generate_videos
+        from fvjax.text_to_video import render_videos
         from fvjax.video_io import write_mp4
 
         written = []
         for spec in self.specs:
             n = spec.step_count
-            videos = generate_videos(model.apply, params, model.config.in_channels, self.components, self.prompts,
-                                     spec, self.request, negative_prompt=_negative_prompt())
+            videos = render_videos(model.apply, params, model.config.in_channels, self.decoder, self.embeds, spec,
+                                   self.request)
             if jax.process_index() != 0:
                 continue
             for i, frames in enumerate(videos):
