@@ -4,6 +4,7 @@ Only bad *input* (recipes, weights, data, flags) raises `UserError`; internal bu
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable, NoReturn
@@ -46,3 +47,15 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int | None]:
             report_and_exit(err)
 
     return wrapper
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose own errors (unknown flag, missing value, bad choice) are one-line user errors too;
+    `hint` ends the message (default: where --help is)."""
+
+    def __init__(self, *args, hint: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hint = hint or f"see {self.prog} --help"
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError("command line", None, f"{message} ({self.hint})")

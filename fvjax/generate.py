@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from fvjax.errors import UserError, cli_entry, fail
+from fvjax.errors import ArgumentParser, cli_entry, fail
 
 PROG = "python -m fvjax.generate"
 SAMPLERS = ("unipc", "euler", "dmd")
@@ -27,13 +27,8 @@ DEFAULT_SHIFT = 3.0        # what Diffusers' Wan2.1 conversion writes into sched
 DMD_DEFAULT_SHIFT = 8.0    # FastVideo's DMD inference stage and the seed's DMD2 recipes (flow_shift: 8)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own errors become one-line user errors too
-        raise UserError("command line", None, f"{message} (see {PROG} --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, allow_abbrev=False, description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog=PROG, allow_abbrev=False, description=__doc__.split("\n\n")[0],
                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, metavar="PATH",
                         help="Diffusers pipeline dir / hub id, or a transformer (fvjax weights dir, Diffusers "

@@ -11,7 +11,6 @@ makes are noise: the weights are random.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import string
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fvjax.errors import UserError, cli_entry
+from fvjax.errors import ArgumentParser, cli_entry
 
 PROG = "python -m fvjax.tiny_pipeline"
 _WORDS = "a the cat dog red blue green video of and on in with is runs jumps sky over water slowly".split()
@@ -104,14 +103,9 @@ def write_tiny_pipeline(out: str | Path, seed: int = 0) -> Path:
     return Path(out)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UserError("command line", None, f"{message} (see {PROG} --help)")
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", required=True, help="new directory for the pipeline (must not exist)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     args = parser.parse_args(argv)

@@ -12,19 +12,17 @@ import argparse
 import sys
 from typing import Sequence
 
-from fvjax.errors import UserError, cli_entry, fail
+from fvjax.errors import ArgumentParser, cli_entry, fail
 
 PROG = "python -m fvjax.train"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own errors become one-line user errors too
-        raise UserError("command line", None, f"{message} (usage: {PROG} --config PATH [--dry-run] "
-                        "[--resume-from-checkpoint PATH|latest] [--override-output-dir DIR])")
+USAGE = (f"usage: {PROG} --config PATH [--dry-run] [--resume-from-checkpoint PATH|latest] "
+         "[--override-output-dir DIR]")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, allow_abbrev=False,
+    parser = ArgumentParser(prog=PROG, hint=USAGE, allow_abbrev=False,
                      description="Train (distill or finetune) from one YAML recipe.")
     parser.add_argument("--config", required=True, metavar="PATH", help="the recipe YAML file")
     parser.add_argument("--resume-from-checkpoint", metavar="PATH|latest",
