@@ -11,26 +11,19 @@ scheduler/, model_index.json) through save_pretrained, so fvjax reads exactly wh
 """
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import torch
 
 TEXT_DIM = 32          # UMT5 d_model = the tiny DiT's text_dim
 TEXT_VOCAB = 256
-_WORDS = "a the cat dog red blue green video of and on in with is runs jumps sky over water slowly".split()
 
 
 def tiny_tokenizer():
-    """transformers T5Tokenizer (fast, Unigram) whose ids stay below TEXT_VOCAB; unknown characters -> <unk>."""
-    from transformers import T5Tokenizer
+    """fvjax's tiny T5 (Unigram) tokenizer, ids below TEXT_VOCAB (the one `python -m fvjax.tiny_pipeline` writes)."""
+    from fvjax.tiny_pipeline import tiny_tokenizer as build
 
-    chars = list(string.ascii_letters + string.digits + ".,!?'-")
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    vocab += [(c, -3.0) for c in chars] + [("\u2581" + c, -3.5) for c in chars]
-    vocab += [("\u2581" + w, -1.0) for w in _WORDS]
-    assert len(vocab) <= TEXT_VOCAB
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
+    return build(TEXT_VOCAB)
 
 
 def _perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
