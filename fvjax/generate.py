@@ -136,6 +136,8 @@ def scheduler_shift(root: Path | None) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_video_args(args)
+    from fvjax.cpu_tuning import retain_freed_host_memory
+    retain_freed_host_memory()   # before JAX starts its CPU client (see fvjax/cpu_tuning.py)
     # Heavy imports only after the arguments parsed, so --help and argument errors are instant.
     import jax.numpy as jnp
 

@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fvjax.checkpoint import Checkpointer, describe_no_checkpoint, resolve_resume
+from fvjax.cpu_tuning import compiler_options
 from fvjax.data.pipeline import DataConfig, TrainData
 from fvjax.methods.registry import get_method
 from fvjax.metrics_log import MetricsLogger
@@ -196,7 +197,8 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
     update = jax.jit(make_update(recipe, runtime),
                      in_shardings=(runtime.state_shardings, runtime.frozen_shardings,
                                    _batch_sharding(runtime.mesh), None),
-                     out_shardings=(runtime.state_shardings, None), donate_argnums=(0,))
+                     out_shardings=(runtime.state_shardings, None), donate_argnums=(0,),
+                     compiler_options=compiler_options())
     base_key = jax.random.key(t.seed)
     batch_sharding = _batch_sharding(runtime.mesh)
     logger = MetricsLogger(t.output_dir, t.trackers, t.tracker_project_name, t.wandb_run_name, recipe.text)

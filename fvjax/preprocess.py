@@ -96,6 +96,8 @@ def settings_of(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
+    from fvjax.cpu_tuning import retain_freed_host_memory
+    retain_freed_host_memory()   # before JAX starts its CPU client (see fvjax/cpu_tuning.py)
 
     from tqdm import tqdm
 

@@ -62,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(build_plan(recipe), _devices_present()[1]))
         return 0
 
+    from fvjax.cpu_tuning import retain_freed_host_memory
     from fvjax.distributed import maybe_initialize
+    retain_freed_host_memory()   # before JAX starts its CPU client (see fvjax/cpu_tuning.py)
     maybe_initialize()
     recipe = _load(args, lambda: _devices_present()[0])
     from fvjax.recipe.preflight import find_problems
