@@ -131,7 +131,8 @@ def cases(good: Path, root: Path) -> dict[str, tuple[Path, str, str, str]]:
     (d / f"{WEIGHTS}.index.json").write_text(json.dumps(index))
     out["key missing from its shard"] = (d, shard, "blocks.0.attn1.to_q.bias", "listed in")
     out["not a weights dir"] = (root, root.name, "", "not a weights directory")
-    out["hub id not cached"] = (Path("fvjax-test/not-cached-wan"), "", "", "not found in the local cache")
+    out["hub id not cached"] = (Path("fvjax-test/not-cached-wan"), "", "",
+                                "no such local directory, and as a Hugging Face hub id not found in the local cache")
     return out
 
 

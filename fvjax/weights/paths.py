@@ -94,8 +94,9 @@ def hub_snapshot(repo_id: str, where: object, what: str = "model_index.json 'tra
     try:
         return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        fail(where, None, f"{repo_id}: Hugging Face hub id not found in the local cache "
-             f"({cache}) and fvjax does not download weights; fetch it first with "
+        # A relative path like outputs/run also has the org/name form: say both readings failed.
+        fail(where, None, f"{repo_id}: no such local directory, and as a Hugging Face hub id not found in "
+             f"the local cache ({cache}); fvjax does not download weights: fetch it first with "
              f"`hf download {repo_id} --include {what}` (or set HF_HUB_CACHE / "
              "HF_HOME to the cache that holds it), or pass a local directory")
 
