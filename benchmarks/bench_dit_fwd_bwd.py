@@ -6,7 +6,7 @@ compilation (compile time printed separately); PyTorch in eager mode; the two st
 that load from other processes affects both alike. Prints one JSON line per
 framework and the ratio jax/torch (goal <= 1.0).
 
-    python benchmarks/bench_dit_fwd_bwd.py [--threads 1] [--scan-unroll full] [--layers 4 --heads 4 ...]
+    python benchmarks/bench_dit_fwd_bwd.py [--threads 1] [--scan-unroll full] [--no-cpu-tuning] [--layers 4 ...]
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--remat", default="none", help="fvjax remat policy (Diffusers runs without checkpointing)")
     p.add_argument("--scan-unroll", default="1",
                    help="fvjax layer-scan unroll: an int >= 1 (1 = rolled loop, the model default) or 'full'")
+    p.add_argument("--no-cpu-tuning", action="store_true",
+                   help="run JAX with its defaults, without fvjax.cpu_tuning (glibc keeps freed memory, YNNPACK "
+                        "for matmuls only), which fvjax's train/generate CLIs apply")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch intra-op threads; 1 also pins the process to one core, so XLA is single-threaded "
                         "too (a fair comparison on a machine shared with other work)")
@@ -48,6 +51,11 @@ def main(argv=None) -> int:
         # XLA:CPU still runs YNNPACK dots on its own thread pool (process CPU time > wall time), so pin
         # the whole process to one core: both frameworks then get exactly one.
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    from fvjax.cpu_tuning import compiler_options, retain_freed_host_memory
+
+    # Before JAX starts its CPU client, as fvjax's CLIs do; the allocator setting applies to the
+    # whole process, so PyTorch runs with it too.
+    host_memory_retained = False if args.no_cpu_tuning else retain_freed_host_memory()
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -90,7 +98,8 @@ def main(argv=None) -> int:
                                                   scan_unroll=scan_unroll))
     xj, tj, cj = jnp.asarray(x), jnp.asarray(t), jnp.asarray(text)
     loss_fn = lambda st, x, t, c: jnp.mean(jnp.square(nnx.merge(graphdef, st)(x, t, c)))  # noqa: E731
-    step = jax.jit(jax.value_and_grad(loss_fn))
+    options = {} if args.no_cpu_tuning else compiler_options()
+    step = jax.jit(jax.value_and_grad(loss_fn), compiler_options=options)
     start = time.perf_counter()
     compiled = step.lower(state, xj, tj, cj).compile()
     compile_s = time.perf_counter() - start
@@ -126,7 +135,8 @@ def main(argv=None) -> int:
     print(json.dumps(dict(framework="jax", median_step_s=round(med["jax"], 4),
                           median_step_cpu_s=round(med_cpu["jax"], 4), compile_s=round(compile_s, 2),
                           loss=jax_loss, remat=args.remat, scan_unroll=args.scan_unroll, devices=str(jax.devices()[0]),
-                          xla_flags=os.environ.get("XLA_FLAGS", ""), **common)))
+                          xla_flags=os.environ.get("XLA_FLAGS", ""), compiler_options=options,
+                          host_memory_retained=host_memory_retained, **common)))
     print(f"fwd+bwd wall-time ratio jax/torch = {med['jax'] / med['torch']:.3f}  (goal <= 1.0); "
           f"CPU-time ratio = {med_cpu['jax'] / med_cpu['torch']:.3f}")
     return 0
