@@ -27,6 +27,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fvjax import cpu_matmuls
 from fvjax.sharding.logical import active_rules, logical_to_spec
 
 BACKENDS = ("auto", "xla", "cudnn", "splash")
@@ -74,73 +75,13 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     def heads_major(x):  # [B, L, H, D] -> [B*H, L, D]: one leading batch dim keeps XLA:CPU's batched
         return jnp.transpose(x, (0, 2, 1, 3)).reshape(b * h, x.shape[1], d)  # matmuls fast (1.7x fwd+bwd)
 
-    cpu = jax.default_backend() == "cpu"
-    scores, weighted_values = (_scores_cpu, _weighted_values_cpu) if cpu else (_scores, _weighted_values)
+    if jax.default_backend() == "cpu":   # backward passes XLA:CPU runs on YNNPACK (fvjax/cpu_matmuls.py)
+        scores, weighted_values = cpu_matmuls.scores, cpu_matmuls.weighted_values
+    else:
+        scores, weighted_values = cpu_matmuls.plain_scores, cpu_matmuls.plain_weighted_values
     probs = jax.nn.softmax(scores(heads_major(q), heads_major(k)) * scale, axis=-1)
     out = weighted_values(probs.astype(v.dtype), heads_major(v))
     return jnp.transpose(out.reshape(b, h, lq, d), (0, 2, 1, 3)).astype(q.dtype)
-
-
-def _scores(q: jax.Array, k: jax.Array) -> jax.Array:
-    """q [N, Lq, D] . k [N, Lk, D] -> logits [N, Lq, Lk] in fp32."""
-    return jnp.einsum("nqd,nkd->nqk", q, k, preferred_element_type=jnp.float32)
-
-
-def _weighted_values(probs: jax.Array, v: jax.Array) -> jax.Array:
-    """probs [N, Lq, Lk] . v [N, Lk, D] -> [N, Lq, D] in fp32."""
-    return jnp.einsum("nqk,nkd->nqd", probs, v, preferred_element_type=jnp.float32)
-
-
-# On the CPU the same two products get a hand-written backward. Autodiff writes dK = dS^T Q and
-# dV = P^T dO as products contracting both operands' leading (query) dim, which XLA:CPU runs on Eigen;
-# with 512 text keys (Wan's cross-attention) that runs at ~22 GFLOP/s, half its speed at 480 keys
-# (a power-of-two stride). Computing (Q^T dS)^T and (dO^T P)^T instead puts them on YNNPACK as plain
-# products; the optimization barriers keep XLA from folding the transposes back into the products.
-
-def _t(x: jax.Array) -> jax.Array:
-    return jnp.swapaxes(x, -1, -2)
-
-
-def _materialised(x: jax.Array) -> jax.Array:
-    return jax.lax.optimization_barrier(x)
-
-
-@jax.custom_vjp
-def _scores_cpu(q: jax.Array, k: jax.Array) -> jax.Array:
-    return _scores(q, k)
-
-
-def _scores_cpu_fwd(q, k):
-    return _scores(q, k), (q, k)
-
-
-def _scores_cpu_bwd(residuals, d_logits):
-    q, k = residuals
-    dq = jnp.einsum("nqk,nkd->nqd", d_logits, k, preferred_element_type=jnp.float32)
-    dk = _t(_materialised(_materialised(_t(q)) @ d_logits))
-    return dq.astype(q.dtype), dk.astype(k.dtype)
-
-
-_scores_cpu.defvjp(_scores_cpu_fwd, _scores_cpu_bwd)
-
-
-@jax.custom_vjp
-def _weighted_values_cpu(probs: jax.Array, v: jax.Array) -> jax.Array:
-    return _weighted_values(probs, v)
-
-
-def _weighted_values_cpu_fwd(probs, v):
-    return _weighted_values(probs, v), (probs, v)
-
-
-def _weighted_values_cpu_bwd(residuals, d_out):
-    probs, v = residuals
-    d_probs = jnp.einsum("nqd,nkd->nqk", d_out, v, preferred_element_type=jnp.float32)
-    dv = _t(_materialised(_materialised(_t(d_out)) @ probs))
-    return d_probs.astype(probs.dtype), dv.astype(v.dtype)
-
-
-_weighted_values_cpu.defvjp(_weighted_values_cpu_fwd, _weighted_values_cpu_bwd)
 
 
 # ---------------------------------------------------------------------------------------------------

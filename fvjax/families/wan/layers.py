@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fvjax import cpu_matmuls
+
 Axes = tuple[str | None, ...]
 
 
@@ -35,35 +37,10 @@ class Dense(nnx.Module):
         # over (batch, seq) as a 3-D dot_general costs XLA:CPU a transposed copy (1.6x slower fwd+bwd).
         lead = x.shape[:-1]
         x2 = x.astype(self.dtype).reshape(-1, x.shape[-1])
-        matmul = matmul_cpu_backward if jax.default_backend() == "cpu" else jnp.dot
+        # On the CPU, a backward XLA:CPU runs on YNNPACK (fvjax/cpu_matmuls.py).
+        matmul = cpu_matmuls.matmul if jax.default_backend() == "cpu" else jnp.dot
         y = matmul(x2, self.kernel[...].astype(self.dtype)) + self.bias[...].astype(self.dtype)
         return y.reshape(*lead, y.shape[-1])
-
-
-@jax.custom_vjp
-def matmul_cpu_backward(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """x [rows, in] @ kernel [in, out], with a backward laid out for XLA:CPU.
-
-    Autodiff writes the kernel gradient as x^T dy contracting both operands' leading dim. XLA:CPU's
-    YNNPACK matmuls do not take a transposed left operand, so that product falls back to Eigen at about
-    half the speed (30-40 vs 60-70 GFLOP/s for the FFN shapes, one core). Materialising x^T first
-    (an optimization barrier keeps XLA from folding the transpose back into the product) costs a
-    fraction of that. Same values as `jnp.dot` and its autodiff gradients.
-    """
-    return jnp.dot(x, kernel)
-
-
-def _matmul_fwd(x, kernel):
-    return jnp.dot(x, kernel), (x, kernel)
-
-
-def _matmul_bwd(residuals, dy):
-    x, kernel = residuals
-    x_t = jax.lax.optimization_barrier(x.T)
-    return jnp.dot(dy, kernel.T), jnp.dot(x_t, dy)
-
-
-matmul_cpu_backward.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def layer_norm_fp32(x: jax.Array, eps: float) -> jax.Array:
