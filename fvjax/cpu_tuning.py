@@ -7,8 +7,11 @@ Two things cost a CPU step a third of its time with the defaults (jax 0.10, glib
   from a fresh `mmap` (a worker thread's arena cannot hold it) and unmaps it on free, so every step
   faults all its pages in again: 38,000 minor faults, ~15% of the step. `retain_freed_host_memory`
   makes glibc serve every thread from the main heap, never `mmap`, and keep freed memory for reuse
-  (what tcmalloc/jemalloc do by default). Steps then fault nothing; resident memory stays at its peak
-  instead of shrinking between steps, which a training loop reaches anyway.
+  (what tcmalloc/jemalloc do by default). After the heap has grown to its working size (a few steps;
+  fragmentation makes it a few temporary buffers larger than the peak) steps fault nothing.
+  Resident memory then never shrinks, so this applies only when JAX will run on the CPU: on an
+  accelerator host the step buffers live on the device, and keeping the host heap at the peak of
+  loading a checkpoint would only waste host memory.
 - **YNNPACK reductions.** XLA:CPU hands reductions to YNNPACK by default; its reductions over the
   token axis (every norm-scale, modulation and bias gradient) run ~20x slower than XLA's own loops.
   `compiler_options()` keeps YNNPACK for matmuls only; pass it to the `jax.jit` of a training step.
@@ -34,12 +37,15 @@ _YNN_MATMULS_ONLY = "LIBRARY_FUSION_TYPE_DOT"
 
 
 def retain_freed_host_memory() -> bool:
-    """Configure glibc malloc to reuse freed memory instead of unmapping it; True when applied.
+    """When JAX will compute on the CPU, configure glibc malloc to reuse freed memory instead of
+    unmapping it; True when applied.
 
-    Call it before JAX starts its CPU client (first `jax.devices()` / first computation): threads that
-    have already allocated keep their own arenas. Safe to call more than once.
+    Call it before JAX starts its backends (the first `jax.devices()` or computation): by then XLA's
+    threads have their own arenas and the setting no longer reaches them. Safe to call more than once.
     """
     if os.environ.get("FVJAX_RETAIN_HOST_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    if not _jax_will_use_cpu():
         return False
     try:
         libc = ctypes.CDLL(None)
@@ -51,6 +57,25 @@ def retain_freed_host_memory() -> bool:
     # a per-thread arena; no mmap: large blocks come from (and return to) that heap; no trimming.
     return all(mallopt(param, value) == 1 for param, value in (
         (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM)))
+
+
+def _jax_will_use_cpu() -> bool:
+    """Whether JAX's default backend will be the CPU, decided without starting any backend: the
+    platforms asked for (JAX_PLATFORMS / jax_platforms), else whether an accelerator plugin or libtpu
+    is installed (JAX prefers those whenever they are)."""
+    import importlib.metadata
+    import importlib.util
+    import pkgutil
+
+    import jax
+
+    platforms = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or ""
+    if platforms:
+        return platforms.split(",")[0].strip().lower() == "cpu"
+    if importlib.util.find_spec("libtpu") is not None or importlib.metadata.entry_points(group="jax_plugins"):
+        return False
+    plugins = importlib.util.find_spec("jax_plugins")
+    return plugins is None or not any(pkgutil.iter_modules(plugins.submodule_search_locations))
 
 
 @functools.cache

@@ -15,7 +15,7 @@ import numpy as np
 from fvjax.cpu_tuning import compiler_options
 
 # A program whose 64 MB intermediate is materialised (the barrier keeps XLA from fusing it away), so
-# every execution allocates a 64 MB temporary buffer; prints the minor page faults of 8 warm runs.
+# every execution allocates a 64 MB temporary buffer; prints the minor page faults of each of 48 runs.
 _FAULTS = """
 import json, resource, sys
 from fvjax.cpu_tuning import retain_freed_host_memory
@@ -23,18 +23,19 @@ applied = retain_freed_host_memory() if sys.argv[1] == "tuned" else False
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: jnp.sum(jax.lax.optimization_barrier(jnp.sin(x)) * 2.0))
 x = jnp.ones((4096, 4096), jnp.float32)
-for _ in range(8):   # the heap grows to its working size during the first few
+faults = []
+for _ in range(48):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(8):
-    f(x).block_until_ready()
-print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"applied": applied, "faults": faults}))
 """
 
 
 def _faults(mode: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "FVJAX_RETAIN_HOST_MEMORY"}
     env["XLA_FLAGS"] = ""   # one CPU device is enough here
+    env["JAX_PLATFORMS"] = "cpu"
     out = subprocess.run([sys.executable, "-c", _FAULTS, mode], env=env, capture_output=True, text=True,
                          timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -42,18 +43,26 @@ def _faults(mode: str) -> dict:
 
 def test_retained_host_memory_removes_the_per_execution_page_faults():
     default, tuned = _faults("default"), _faults("tuned")
-    pages = 8 * 64 * 2 ** 20 // 4096
-    print(f"minor page faults over 8 executions: default {default['faults']}, tuned {tuned['faults']}")
+    pages = 64 * 2 ** 20 // 4096   # of the temporary buffer
+    print(f"minor page faults per execution: default {default['faults']}, tuned {tuned['faults']}")
     assert tuned["applied"] is True and default["applied"] is False
-    assert default["faults"] >= pages * 3 // 4   # glibc maps the temporary buffer afresh every time
-    assert tuned["faults"] <= pages // 8         # reused from the heap (at most one execution's worth)
+    # glibc maps the temporary buffer afresh every time ...
+    assert min(default["faults"][-16:]) >= pages * 3 // 4
+    # ... unless told to keep freed memory: then the heap grows to a working size over the first
+    # executions (how often depends on what else allocates in between: fragmentation), after which
+    # executions fault nothing (allowing one late growth).
+    assert sum(tuned["faults"][-16:]) <= pages
 
 
-def test_retaining_can_be_switched_off(monkeypatch):
+def test_retaining_can_be_switched_off_and_is_off_for_accelerators(monkeypatch):
     from fvjax.cpu_tuning import retain_freed_host_memory
 
     monkeypatch.setenv("FVJAX_RETAIN_HOST_MEMORY", "0")
     assert retain_freed_host_memory() is False
+    monkeypatch.delenv("FVJAX_RETAIN_HOST_MEMORY")
+    for platforms in ("cuda", "tpu", "cuda,cpu"):   # the host heap would stay at the peak of loading
+        monkeypatch.setenv("JAX_PLATFORMS", platforms)
+        assert retain_freed_host_memory() is False
 
 
 def _ynn_ops(compiled) -> set[str]:
