@@ -7,8 +7,8 @@ Two things cost a CPU step a third of its time with the defaults (jax 0.10, glib
   from a fresh `mmap` (a worker thread's arena cannot hold it) and unmaps it on free, so every step
   faults all its pages in again: 38,000 minor faults, ~15% of the step. `retain_freed_host_memory`
   makes glibc serve every thread from the main heap, never `mmap`, and keep freed memory for reuse
-  (what tcmalloc/jemalloc do by default). After the heap has grown to its working size (a few steps;
-  fragmentation makes it a few temporary buffers larger than the peak) steps fault nothing.
+  (what tcmalloc/jemalloc do by default). Steps then fault (next to) nothing; now and then the heap
+  still grows by a buffer (fragmentation), and it stays a little above the peak (measured: +0.5%).
   Resident memory then never shrinks, so this applies only when JAX will run on the CPU: on an
   accelerator host the step buffers live on the device, and keeping the host heap at the peak of
   loading a checkpoint would only waste host memory.

@@ -46,12 +46,12 @@ def test_retained_host_memory_removes_the_per_execution_page_faults():
     pages = 64 * 2 ** 20 // 4096   # of the temporary buffer
     print(f"minor page faults per execution: default {default['faults']}, tuned {tuned['faults']}")
     assert tuned["applied"] is True and default["applied"] is False
-    # glibc maps the temporary buffer afresh every time ...
-    assert min(default["faults"][-16:]) >= pages * 3 // 4
-    # ... unless told to keep freed memory: then the heap grows to a working size over the first
-    # executions (how often depends on what else allocates in between: fragmentation), after which
-    # executions fault nothing (allowing one late growth).
-    assert sum(tuned["faults"][-16:]) <= pages
+    # glibc maps the temporary buffer afresh for every execution ...
+    assert min(default["faults"][-40:]) >= pages * 3 // 4
+    # ... unless told to keep freed memory: then executions reuse the heap and fault (next to) nothing.
+    # Now and then the heap still grows by a buffer (fragmentation: what else allocated in between
+    # decides; seen: 1-5 of 48 executions), so allow a quarter.
+    assert sum(faults >= pages // 2 for faults in tuned["faults"][-40:]) <= 10
 
 
 def test_retaining_can_be_switched_off_and_is_off_for_accelerators(monkeypatch):
