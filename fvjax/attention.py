@@ -27,7 +27,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fvjax import cpu_matmuls
+from fvjax import matmuls
 from fvjax.sharding.logical import active_rules, logical_to_spec
 
 BACKENDS = ("auto", "xla", "cudnn", "splash")
@@ -75,12 +75,9 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     def heads_major(x):  # [B, L, H, D] -> [B*H, L, D]: one leading batch dim keeps XLA:CPU's batched
         return jnp.transpose(x, (0, 2, 1, 3)).reshape(b * h, x.shape[1], d)  # matmuls fast (1.7x fwd+bwd)
 
-    if jax.default_backend() == "cpu":   # backward passes XLA:CPU runs on YNNPACK (fvjax/cpu_matmuls.py)
-        scores, weighted_values = cpu_matmuls.scores, cpu_matmuls.weighted_values
-    else:
-        scores, weighted_values = cpu_matmuls.plain_scores, cpu_matmuls.plain_weighted_values
-    probs = jax.nn.softmax(scores(heads_major(q), heads_major(k)) * scale, axis=-1)
-    out = weighted_values(probs.astype(v.dtype), heads_major(v))
+    # fvjax/matmuls.py: on the CPU with a backward XLA:CPU runs on YNNPACK
+    probs = jax.nn.softmax(matmuls.scores(heads_major(q), heads_major(k)) * scale, axis=-1)
+    out = matmuls.weighted_values(probs.astype(v.dtype), heads_major(v))
     return jnp.transpose(out.reshape(b, h, lq, d), (0, 2, 1, 3)).astype(q.dtype)
 
 

@@ -81,8 +81,8 @@ def test_fp32_matches_diffusers(case):
 @pytest.mark.parametrize("case", ["hd16-f3", "hd20-pt2-f4"])
 def test_fp32_gradients_match_diffusers_autograd(case):
     """The gradient of every parameter and of the input latents against PyTorch autograd through the
-    Diffusers model: checks the backward pass fvjax really runs (on the CPU its Dense layers use their
-    own VJP, see fvjax/families/wan/layers.py)."""
+    Diffusers model: checks the backward pass fvjax really runs (on the CPU its Dense and attention
+    matmuls have their own VJPs, see fvjax/matmuls.py)."""
     config, latent, text_len, real = CASES[case]
     reference = torch_model(config)
     x, t, text = inputs(config, latent, text_len, real)

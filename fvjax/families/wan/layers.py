@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fvjax import cpu_matmuls
+from fvjax import matmuls
 
 Axes = tuple[str | None, ...]
 
@@ -37,9 +37,8 @@ class Dense(nnx.Module):
         # over (batch, seq) as a 3-D dot_general costs XLA:CPU a transposed copy (1.6x slower fwd+bwd).
         lead = x.shape[:-1]
         x2 = x.astype(self.dtype).reshape(-1, x.shape[-1])
-        # On the CPU, a backward XLA:CPU runs on YNNPACK (fvjax/cpu_matmuls.py).
-        matmul = cpu_matmuls.matmul if jax.default_backend() == "cpu" else jnp.dot
-        y = matmul(x2, self.kernel[...].astype(self.dtype)) + self.bias[...].astype(self.dtype)
+        # fvjax/matmuls.py: on the CPU with a backward XLA:CPU runs on YNNPACK
+        y = matmuls.matmul(x2, self.kernel[...].astype(self.dtype)) + self.bias[...].astype(self.dtype)
         return y.reshape(*lead, y.shape[-1])
 
 

@@ -1,4 +1,5 @@
-"""The DiT's matmuls with backward passes laid out for XLA:CPU (same values as autodiff's).
+"""The DiT's matmuls (Dense, attention scores and values); on the CPU with backward passes laid out for
+XLA:CPU (same values as autodiff's).
 
 Autodiff writes a weight-style gradient (Dense: dW = x^T dy; attention: dK = dS^T Q, dV = P^T dO) as a
 product contracting both operands' leading dim. XLA:CPU's YNNPACK matmuls take no transposed left
@@ -8,9 +9,9 @@ backward materialises the small transposed operand first and, where the product'
 transposed back, the output too; the optimization barriers keep XLA from folding those transposes
 into the product again. A transpose costs a fraction of what it saves (benchmarks/README.md).
 
-Callers use these only when `jax.default_backend() == "cpu"`: GPU and TPU compilers choose operand
-layouts themselves. Remat policies see through the custom VJPs (a "dots" policy still saves the
-products' outputs).
+The custom VJPs are chosen when the default backend is the CPU (at trace time, like attention's
+"auto"); GPU and TPU compilers choose operand layouts themselves and get plain autodiff. Remat
+policies see through the custom VJPs (a "dots" policy still saves the products' outputs).
 """
 from __future__ import annotations
 
@@ -58,16 +59,33 @@ def _plain_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.dot(x, kernel)
 
 
-def plain_scores(q: jax.Array, k: jax.Array) -> jax.Array:
-    """q [N, Lq, D] . k [N, Lk, D] -> logits [N, Lq, Lk] in fp32."""
+def _plain_scores(q: jax.Array, k: jax.Array) -> jax.Array:
     return jnp.einsum("nqd,nkd->nqk", q, k, preferred_element_type=jnp.float32)
 
 
-def plain_weighted_values(probs: jax.Array, v: jax.Array) -> jax.Array:
-    """probs [N, Lq, Lk] . v [N, Lk, D] -> [N, Lq, D] in fp32."""
+def _plain_weighted_values(probs: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.einsum("nqk,nkd->nqd", probs, v, preferred_element_type=jnp.float32)
 
 
-matmul = _with_backward(_plain_matmul, _matmul_backward)    # x [rows, in] @ kernel [in, out]
-scores = _with_backward(plain_scores, _scores_backward)
-weighted_values = _with_backward(plain_weighted_values, _weighted_values_backward)
+_CPU_MATMUL = _with_backward(_plain_matmul, _matmul_backward)
+_CPU_SCORES = _with_backward(_plain_scores, _scores_backward)
+_CPU_WEIGHTED_VALUES = _with_backward(_plain_weighted_values, _weighted_values_backward)
+
+
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """x [rows, in] @ kernel [in, out]."""
+    return (_CPU_MATMUL if _on_cpu() else _plain_matmul)(x, kernel)
+
+
+def scores(q: jax.Array, k: jax.Array) -> jax.Array:
+    """q [N, Lq, D] . k [N, Lk, D] -> logits [N, Lq, Lk] in fp32."""
+    return (_CPU_SCORES if _on_cpu() else _plain_scores)(q, k)
+
+
+def weighted_values(probs: jax.Array, v: jax.Array) -> jax.Array:
+    """probs [N, Lq, Lk] . v [N, Lk, D] -> [N, Lq, D] in fp32."""
+    return (_CPU_WEIGHTED_VALUES if _on_cpu() else _plain_weighted_values)(probs, v)
