@@ -44,10 +44,10 @@ def main(argv=None) -> int:
     if args.threads == 1:
         torch.set_num_threads(1)
 
-    from fvjax.pipeline import SamplerSpec
-    from fvjax.text.prompt import WAN_DEFAULT_NEGATIVE_PROMPT
-    from fvjax.text_to_video import Components, VideoRequest, generate_videos
-    from fvjax.tiny_pipeline import write_tiny_pipeline
+    from fvjax.inference.sampling import SamplerSpec
+    from fvjax.families.wan.text.prompt import WAN_DEFAULT_NEGATIVE_PROMPT
+    from fvjax.inference.text_to_video import Components, VideoRequest, generate_videos
+    from fvjax.families.wan.tiny_pipeline import write_tiny_pipeline
     from fvjax.weights.loading import load_transformer
 
     prompt = "a red cat runs on the water"
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         reference = WanPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
         reference.set_progress_bar_config(disable=True)
         transformer = load_transformer(path)
-        components = Components.load(str(path))
+        components = Components.load(str(path), transformer.family)
     spec = SamplerSpec(kind="unipc", num_steps=args.steps, guidance_scale=5.0, shift=3.0)
     request = VideoRequest(args.num_frames, args.height, args.width, seed=0)
 

@@ -33,10 +33,10 @@ def main() -> None:
 
     from transformers import UMT5Config as HFConfig, UMT5EncoderModel
 
-    from fvjax.families.wan.keymap import nest
-    from fvjax.text.umt5 import model_from_params
-    from fvjax.text.umt5_config import PRESETS
-    from fvjax.text.umt5_keymap import keys_by_leaf, leaf_shape
+    from fvjax.models.params import nest
+    from fvjax.families.wan.text.umt5 import model_from_params
+    from fvjax.families.wan.text.umt5_config import PRESETS
+    from fvjax.families.wan.text.umt5_keymap import keys_by_leaf, leaf_shape
 
     torch.backends.cuda.matmul.allow_tf32 = False
     config = PRESETS[args.preset]

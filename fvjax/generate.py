@@ -23,8 +23,6 @@ from fvjax.errors import ArgumentParser, cli_entry, fail
 PROG = "python -m fvjax.generate"
 SAMPLERS = ("unipc", "euler", "dmd")
 DTYPES = ("float32", "bfloat16")
-DEFAULT_SHIFT = 3.0        # what Diffusers' Wan2.1 conversion writes into scheduler_config.json (480p)
-DMD_DEFAULT_SHIFT = 8.0    # FastVideo's DMD inference stage and the seed's DMD2 recipes (flow_shift: 8)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance-scale", type=float, default=5.0,
                         help="CFG scale for unipc / euler; <= 1 turns guidance off (default 5.0)")
     parser.add_argument("--shift", type=float, default=None,
-                        help=f"flow shift (default: the pipeline's scheduler_config.json flow_shift, else "
-                             f"{DEFAULT_SHIFT}; {DMD_DEFAULT_SHIFT} for dmd)")
+                        help="flow shift (default: the pipeline's scheduler_config.json flow_shift, else the "
+                             "family's default: 3.0 for Wan; for dmd the family's few-step default, 8.0 for Wan)")
     parser.add_argument("--denoising-steps", default=None, metavar="T1,T2,...",
                         help="dmd: the student's timesteps, noisiest first (method_config.dmd_denoising_steps)")
     parser.add_argument("--warp-denoising-step", action="store_true",
@@ -103,11 +101,9 @@ def denoising_steps(args: argparse.Namespace, shift: float) -> tuple[float, ...]
              "strictly decreasing")
     if not args.warp_denoising_step:
         return tuple(float(s) for s in steps)
-    from fvjax.methods.dmd2_config import DMD2Config
-    from fvjax.methods.dmd2_schedule import denoising_steps as warped
+    from fvjax.schedulers.few_step import warp_timesteps
 
-    return tuple(float(s) for s in warped(DMD2Config(dmd_denoising_steps=tuple(steps), warp_denoising_step=True,
-                                                     flow_shift=shift)))
+    return tuple(float(s) for s in warp_timesteps(steps, shift))
 
 
 def pipeline_root(path: str, where: str) -> Path | None:
@@ -141,11 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports only after the arguments parsed, so --help and argument errors are instant.
     import jax.numpy as jnp
 
-    from fvjax.pipeline import SamplerSpec
-    from fvjax.text.prompt import WAN_DEFAULT_NEGATIVE_PROMPT
-    from fvjax.text_to_video import Components, VideoRequest, generate_videos
-    from fvjax.video_io import write_mp4
-    from fvjax.weights.loading import load_transformer
+    from fvjax.inference.sampling import SamplerSpec
+    from fvjax.inference.text_to_video import Components, VideoRequest, generate_videos
+    from fvjax.io.video import write_mp4
+    from fvjax.weights.loading import family_at, load_transformer
 
     model_root = pipeline_root(args.model, "--model")
     base = args.base_pipeline or (str(model_root) if model_root else None)
@@ -156,21 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     if base_root is None:
         fail("command line", "--base-pipeline", f"{base}: not a Diffusers pipeline (no model_index.json, or no "
              "vae/ and text_encoder/ folders)")
+    family = family_at(args.model, "--model")
     if args.shift is not None:
         shift = args.shift
     elif args.sampler == "dmd":
-        shift = DMD_DEFAULT_SHIFT
+        shift = family.defaults.few_step_flow_shift
     else:
-        shift = scheduler_shift(base_root) or DEFAULT_SHIFT
+        shift = scheduler_shift(base_root) or family.defaults.flow_shift
     spec = SamplerSpec(kind=args.sampler, num_steps=args.steps, guidance_scale=args.guidance_scale, shift=shift,
                        denoising_steps=denoising_steps(args, shift))
 
     transformer = load_transformer(args.model, jnp.dtype(args.dtype))
-    components = Components.load(str(base_root), where="--base-pipeline" if args.base_pipeline else "--model")
+    components = Components.load(str(base_root), family, where="--base-pipeline" if args.base_pipeline else "--model")
     if components.prompt_encoder.config.d_model != transformer.config.text_dim:
         fail("command line", "--base-pipeline", f"its text encoder makes {components.prompt_encoder.config.d_model}-"
              f"dim embeddings but the transformer expects text_dim {transformer.config.text_dim}")
-    negative = args.negative_prompt if args.negative_prompt is not None else WAN_DEFAULT_NEGATIVE_PROMPT
+    negative = args.negative_prompt if args.negative_prompt is not None else family.defaults.negative_prompt
     request = VideoRequest(num_frames=args.num_frames, height=args.height, width=args.width, seed=args.seed)
     frames = generate_videos(transformer.apply, transformer.state, transformer.config.in_channels, components,
                              [args.prompt], spec, request, negative_prompt=negative, progress=not args.no_progress)

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True,
                         help="Diffusers Wan pipeline: a directory with vae/, text_encoder/ and tokenizer/, or a hub "
                              "id already in the local Hugging Face cache")
+    parser.add_argument("--family", default="wan", help="the model family whose VAE and text encoder encode "
+                        "(default wan)")
     parser.add_argument("--videos", required=True, help="videos2caption.json, or a directory (see below)")
     parser.add_argument("--out", required=True,
                         help="dataset directory to create, or to resume (it records the settings of its first run)")
@@ -171,8 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load_encoder(args):
     import jax.numpy as jnp
 
+    from fvjax.families.registry import get_family
     from fvjax.preprocessing.encode import ClipEncoder
-    return ClipEncoder(args.model, jnp.dtype(args.dtype), args.batch_size, args.text_max_length)
+    return ClipEncoder(args.model, jnp.dtype(args.dtype), args.batch_size, args.text_max_length,
+                       get_family(args.family, "command line", "--family"))
 
 
 def _meta(item, clip, spec, caption: str) -> dict:

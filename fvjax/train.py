@@ -4,7 +4,7 @@
 The recipe is the experiment; the flags are only runtime overrides. `--dry-run` loads and checks the
 recipe, resolves each role's architecture, plans the mesh for the recipe's declared topology (no devices
 needed), prints the plan with parameter counts and per-device memory, lists missing inputs as warnings,
-and exits 0. A real run refuses to start on missing inputs, then hands over to `fvjax.loop.run_training`.
+and exits 0. A real run refuses to start on missing inputs, then hands over to `fvjax.training.loop.run_training`.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from fvjax.cpu_tuning import retain_freed_host_memory
-    from fvjax.distributed import maybe_initialize
+    from fvjax.training.distributed import maybe_initialize
     retain_freed_host_memory()   # before JAX starts its CPU client (see fvjax/cpu_tuning.py)
     maybe_initialize()
     recipe = _load(args, lambda: _devices_present()[0])
@@ -75,15 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         more = f" (and {len(problems) - 1} more; run with --dry-run to list them)" if len(problems) > 1 else ""
         fail(recipe.source, first.key, f"{first.message}; training cannot start{more}")
     from fvjax.sharding.mesh import make_mesh, select_devices
-    make_mesh(recipe.mesh, select_devices(recipe.mesh), where=recipe.source)  # enough devices for the plan?
-    try:
-        from fvjax.loop import run_training
-    except ModuleNotFoundError as err:
-        if err.name != "fvjax.loop":
-            raise
-        fail("fvjax.train", None, "the trainer (fvjax/loop.py) lands with issue 4; for now only --dry-run "
-             "works")
-    run_training(recipe, args)
+    from fvjax.training.loop import run_training
+
+    # The one mesh of the run; building it checks that the plan's devices are here.
+    mesh = make_mesh(recipe.mesh, select_devices(recipe.mesh), where=recipe.source)
+    run_training(recipe, mesh)
     return 0
 
 

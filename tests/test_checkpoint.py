@@ -9,8 +9,8 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fvjax import optim
-from fvjax.checkpoint import Checkpointer, checkpoint_root, describe_no_checkpoint, resolve_resume
+from fvjax.training import optim
+from fvjax.training.checkpoint import Checkpointer, checkpoint_root, describe_no_checkpoint, resolve_resume
 from fvjax.errors import UserError
 
 

@@ -23,7 +23,7 @@ from safetensors.numpy import save_file
 
 import fvjax
 from fvjax import convert
-from fvjax.families.wan.keymap import flatten
+from fvjax.models.params import flatten
 from fvjax.families.wan.transformer import param_logical_axes
 from fvjax.sharding import logical_to_spec
 from fvjax.weights import load_params, restore_fvjax_dir

@@ -11,7 +11,7 @@ import yaml
 from safetensors.numpy import save_file
 
 from fvjax.errors import UserError
-from fvjax.negative_prompt import negative_prompt
+from fvjax.methods.dmd2.negative_prompt import negative_prompt
 from training_utils import REPO, make_data, write_recipe
 
 

@@ -15,12 +15,12 @@ from flax import nnx
 
 from fvjax.families.wan.config import PRESETS
 from fvjax.families.wan.transformer import WanTransformer, params_of
-from fvjax.methods.dmd2 import NEGATIVE_PROMPT, make_update
-from fvjax.methods.dmd2_config import SIMULATE, DMD2Config
-from fvjax.methods.dmd2_rollout import few_step_sample
-from fvjax.methods.dmd2_schedule import NoiseLevels, denoising_steps
-from fvjax.optim import OptimizerConfig, build_optimizer
-from fvjax.roles import RoleModel, RoleState
+from fvjax.methods.dmd2.update import NEGATIVE_PROMPT, make_update
+from fvjax.methods.dmd2.config import SIMULATE, DMD2Config
+from fvjax.schedulers.few_step import few_step_sample
+from fvjax.methods.dmd2.schedule import NoiseLevels, denoising_steps
+from fvjax.training.optim import OptimizerConfig, build_optimizer
+from fvjax.training.roles import RoleModel, RoleState
 from test_dmd2_units import ClosedFormRole
 from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step,
                             train_command, train_in_process, write_recipe)

@@ -15,14 +15,14 @@ import pytest
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from fvjax.methods.common import purpose_key
-from fvjax.methods.dmd2 import NEGATIVE_PROMPT, make_losses, make_update, student_updates_at
-from fvjax.methods.dmd2_config import CFG_FASTVIDEO, CFG_STANDARD, DATA_LATENT, SIMULATE, DMD2Config
-from fvjax.methods.dmd2_rollout import (data_latent_rollout, few_step_sample, simulate_rollout,
-                                        simulate_rollout_no_grad)
-from fvjax.methods.dmd2_schedule import (NoiseLevels, denoising_steps, guided_x0, score_timestep,
+from fvjax.methods.dmd2.update import NEGATIVE_PROMPT, make_losses, make_update, student_updates_at
+from fvjax.methods.dmd2.config import CFG_FASTVIDEO, CFG_STANDARD, DATA_LATENT, SIMULATE, DMD2Config
+from fvjax.methods.dmd2.rollout import data_latent_rollout, simulate_rollout, simulate_rollout_no_grad
+from fvjax.methods.dmd2.schedule import (NoiseLevels, denoising_steps, guided_x0, score_timestep,
                                          shift_timestep)
-from fvjax.optim import OptimizerConfig
-from fvjax.roles import RoleModel, RoleState
+from fvjax.schedulers.few_step import few_step_sample
+from fvjax.training.optim import OptimizerConfig
+from fvjax.training.roles import RoleModel, RoleState
 
 
 def scheduler_table(shift: float) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import pytest
 from diffusers import FlowMatchEulerDiscreteScheduler
 from scipy import special, stats
 
-from fvjax import flow_matching as fm
+from fvjax.schedulers import flow_matching as fm
 
 # Kolmogorov-Smirnov with n = 20000 samples: the 0.1% critical value is 1.95 / sqrt(n) = 0.0138.
 KS_SAMPLES = 20000

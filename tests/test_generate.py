@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fvjax.generate import main
-from fvjax.video_io import read_video
+from fvjax.io.video import read_video
 from tiny_pipeline import write_tiny_wan_pipeline
 from training_utils import REPO
 

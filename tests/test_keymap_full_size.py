@@ -9,7 +9,8 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from fvjax.families.wan.config import PRESETS, WanConfig
-from fvjax.families.wan.keymap import flatten, leaf_shapes, tensor_keys
+from fvjax.families.wan.keymap import leaf_shapes, tensor_keys
+from fvjax.models.params import flatten
 from fvjax.families.wan.transformer import abstract_params
 
 FULL = {

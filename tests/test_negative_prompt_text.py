@@ -10,13 +10,13 @@ import yaml
 
 from fvjax.errors import UserError
 from fvjax.families.wan.config import PRESETS as WAN_PRESETS
-from fvjax.negative_prompt import add_to_runtime, negative_prompt, pipeline_with_text_encoder
+from fvjax.methods.dmd2.negative_prompt import negative_prompt, pipeline_with_text_encoder
 from fvjax.recipe.loader import parse_recipe
-from fvjax.roles import build_runtime
+from fvjax.training.roles import add_frozen_extras, build_runtime
 from fvjax.sharding.logical import use_rules
 from fvjax.sharding.mesh import make_mesh, select_devices
 from fvjax.sharding.rules import rules_for
-from fvjax.text import WAN_DEFAULT_NEGATIVE_PROMPT
+from fvjax.families.wan.text import WAN_DEFAULT_NEGATIVE_PROMPT
 from text_utils import tiny_hf_encoder, tiny_tokenizer
 from training_utils import REPO
 
@@ -83,7 +83,7 @@ def test_dmd2_runtime_gets_the_encoded_negative_prompt(teacher_pipeline, tmp_pat
     _, rules = rules_for(parsed.mesh)
     with use_rules(mesh, rules):
         runtime = build_runtime(parsed, mesh, rules)
-        add_to_runtime(parsed, runtime)
+        add_frozen_extras(parsed, runtime)
     frozen = runtime.frozen["negative_prompt"]
     np.testing.assert_allclose(np.asarray(frozen["embeds"]), _expected(pipe, "overexposed, static"), atol=5e-5,
                                rtol=0)

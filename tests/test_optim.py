@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers.optimization import get_scheduler
 
-from fvjax import optim
+from fvjax.training import optim
 from fvjax.errors import UserError
 
 LR = 2e-4
@@ -107,10 +107,12 @@ def test_config_errors_name_the_field():
         optim.OptimizerConfig(learning_rate=0.0).check()
     with pytest.raises(UserError, match="lr_step_rules"):
         optim.OptimizerConfig(learning_rate=1e-4, lr_scheduler="piecewise_constant").check()
-    assert optim.parse_betas("0.9,0.95") == (0.9, 0.95)
-    assert optim.parse_betas([0.0, 0.99]) == (0.0, 0.99)
+    from fvjax.schema.fields import betas
+
+    assert betas("0.9,0.95", "recipe", "training.betas") == (0.9, 0.95)
+    assert betas([0.0, 0.99], "recipe", "training.betas") == (0.0, 0.99)
     with pytest.raises(UserError, match="training.betas"):
-        optim.parse_betas("0.9")
+        betas("0.9", "recipe", "training.betas")
 
 
 def test_ema_starts_from_the_weights_at_start_step():

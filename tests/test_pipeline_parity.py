@@ -1,4 +1,4 @@
-"""fvjax.pipeline.denoise against diffusers' WanPipeline (the numerical oracle), fp32, tiny random DiT.
+"""fvjax.inference.sampling.denoise against diffusers' WanPipeline (the numerical oracle), fp32, tiny random DiT.
 
 The same transformer weights (Diffusers' model saved in Diffusers format, read back through
 fvjax.load_transformer, the real loading path), the same prompt embeddings (zero-padded past each real
@@ -18,7 +18,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, 
 
 import fvjax
 from fvjax.families.wan.config import PRESETS
-from fvjax.pipeline import SamplerSpec, denoise, latent_shape
+from fvjax.inference.sampling import SamplerSpec, denoise, latent_shape
 from wan_torch_reference import torch_model
 
 CONFIG = dataclasses.replace(PRESETS["tiny"], num_layers=3)
@@ -77,8 +77,8 @@ def test_final_latents_equal_wan_pipeline(models, kind, steps, guidance, shift):
 def test_dmd_sampler_is_the_few_step_chain_of_the_student(models):
     """The dmd sampler: x0 predictions at each listed timestep, re-noised in between, conditional only; it
     equals running DMD2's own few_step_sample on the same model (the training-time definition)."""
-    from fvjax.methods.dmd2_rollout import few_step_sample
-    from fvjax.methods.dmd2_schedule import NoiseLevels
+    from fvjax.schedulers.few_step import few_step_sample
+    from fvjax.schedulers.few_step import NoiseLevels
 
     _, ours = models
     rng = np.random.default_rng(1)

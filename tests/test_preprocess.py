@@ -24,7 +24,7 @@ from fvjax.errors import UserError
 from fvjax.preprocess import main
 from fvjax.preprocessing.clips import ClipSpec, SkipVideo, frame_indices, load_clip
 from fvjax.preprocessing.inputs import list_inputs, pick_caption
-from fvjax.video_io import write_mp4
+from fvjax.io.video import write_mp4
 from test_video_io import smooth_pattern
 from tiny_pipeline import write_tiny_wan_pipeline
 

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from fvjax.errors import UserError
-from fvjax.methods.dmd2_config import DMD2Config
-from fvjax.methods.finetune_config import FinetuneConfig
+from fvjax.methods.dmd2.config import DMD2Config
+from fvjax.methods.finetune.config import FinetuneConfig
 from fvjax.recipe import ExecutionMode, TrainingArgs, load_recipe, parse_recipe
-from fvjax.recipe.training_args import TRAINING_FIELDS
+from fvjax.schema.training_args import TRAINING_FIELDS
 
 
 def dmd2_base() -> dict:
@@ -446,9 +446,10 @@ def test_roles_is_a_synonym_of_models():
 
 
 def test_registries():
-    from fvjax.families.registry import WAN, available_families, register_family
-    from fvjax.methods.registry import DMD2, available_methods, register_method
+    from fvjax.families.registry import available_families, get_family, register_family
+    from fvjax.methods.registry import available_methods, get_method, register_method
 
+    DMD2, WAN = get_method("dmd2"), get_family("wan")
     assert available_methods() == ("dmd2", "finetune") and available_families() == ("wan",)
     assert DMD2.role_names == ("student", "teacher", "critic")
     with pytest.raises(KeyError):

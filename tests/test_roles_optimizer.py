@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from fvjax.recipe import load_recipe
-from fvjax.roles import optimizer_config
+from fvjax.training.roles import optimizer_config
 from training_utils import REPO
 
 

@@ -16,7 +16,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from fvjax import schedulers
-from fvjax.methods import dmd2_rollout
+from fvjax.methods.dmd2 import rollout as dmd2_rollout
 
 SHIFTS = (1.0, 3.0, 5.0, 8.0)
 STEP_COUNTS = (1, 2, 10, 50)
@@ -156,5 +156,8 @@ def test_no_guidance_runs_the_model_once_per_step():
     np.testing.assert_array_equal(np.asarray(plain), np.asarray(no_negative))
 
 
-def test_few_step_sampler_is_the_dmd2_one():
-    assert schedulers.few_step_sample is dmd2_rollout.few_step_sample
+def test_few_step_sampler_shares_the_dmd2_rollouts_chain():
+    from fvjax.schedulers import few_step
+
+    assert schedulers.few_step_sample is few_step.few_step_sample
+    assert dmd2_rollout.renoising_chain is few_step.renoising_chain and dmd2_rollout.chain_scan is few_step.chain_scan

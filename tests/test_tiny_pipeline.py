@@ -31,7 +31,7 @@ def test_every_component_loads_in_diffusers_and_transformers_without_missing_key
 def test_fvjax_loaders_read_it(pipeline):
     import fvjax
     from fvjax.families.wan.vae.loading import load_vae
-    from fvjax.text.prompt import PromptEncoder
+    from fvjax.families.wan.text.prompt import PromptEncoder
 
     assert fvjax.load_transformer(pipeline).config.text_dim == 32
     assert load_vae(pipeline).config.base_dim == 8

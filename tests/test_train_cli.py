@@ -234,9 +234,9 @@ def test_real_run_with_every_input_present_reaches_the_trainer(tmp_path, monkeyp
     (tmp_path / "data").mkdir()
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(base()))
-    if importlib.util.find_spec("fvjax.loop") is None:
+    if importlib.util.find_spec("fvjax.training.loop") is None:
         code, _, err = run(["--config", str(path)])
-        assert_one_line_error(code, err, "the trainer (fvjax/loop.py) lands with issue 4")
+        assert_one_line_error(code, err, "the trainer (fvjax/training/loop.py) lands with issue 4")
     else:  # the trainer exists: the preflight must let this recipe through to it
         from fvjax.recipe import load_recipe
         from fvjax.recipe.preflight import find_problems

@@ -11,7 +11,7 @@ import pytest
 
 from training_utils import (REPO, checkpoint_arrays, finetune_recipe, make_data, metrics_by_step, train_command,
                             train_in_process, write_recipe)
-from fvjax.checkpoint import Checkpointer, checkpoint_root
+from fvjax.training.checkpoint import Checkpointer, checkpoint_root
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from fvjax.errors import UserError
-from fvjax.text import PRESETS, UMT5Config, UMT5Encoder, abstract_params, count_params, load_umt5_params, save_umt5
-from fvjax.text.umt5 import params_of
-from fvjax.text.umt5_keymap import TIED_EMBEDDING_KEY, tensor_keys
+from fvjax.families.wan.text import PRESETS, UMT5Config, UMT5Encoder, abstract_params, count_params, load_umt5_params, save_umt5
+from fvjax.families.wan.text.umt5 import params_of
+from fvjax.families.wan.text.umt5_keymap import TIED_EMBEDDING_KEY, tensor_keys
 from text_utils import tiny_hf_encoder
 
 # The fields of Wan2.1's text_encoder/config.json (google/umt5-xxl's encoder saved by transformers 4.x).

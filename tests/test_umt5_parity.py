@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fvjax.text import WAN_DEFAULT_NEGATIVE_PROMPT, WAN_NEGATIVE_PROMPT_ZH, PromptEncoder, load_umt5
-from fvjax.text.umt5 import relative_position_buckets
+from fvjax.families.wan.text import WAN_DEFAULT_NEGATIVE_PROMPT, WAN_NEGATIVE_PROMPT_ZH, PromptEncoder, load_umt5
+from fvjax.families.wan.text.umt5 import relative_position_buckets
 from text_utils import tiny_hf_encoder, tiny_tokenizer
 
 ATOL = 5e-5  # outputs are O(1) (up to ~3); XLA and torch fp32 sums differ in order only (max seen 2.2e-5)
@@ -102,7 +102,7 @@ def test_tokenizer_beyond_the_encoder_vocab_is_a_user_error():
     from flax import nnx
 
     from fvjax.errors import UserError
-    from fvjax.text import PRESETS, UMT5Encoder
+    from fvjax.families.wan.text import PRESETS, UMT5Encoder
 
     encoder = UMT5Encoder(dataclasses.replace(PRESETS["tiny"], vocab_size=8), rngs=nnx.Rngs(0))
     with pytest.raises(UserError, match="vocab_size 8"):

@@ -1,4 +1,4 @@
-"""fvjax.video_io: H.264 MP4 round trip through PyAV/FFmpeg, frame selection and resizing, bad files."""
+"""fvjax.io.video: H.264 MP4 round trip through PyAV/FFmpeg, frame selection and resizing, bad files."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fvjax.errors import UserError
-from fvjax.video_io import iter_frames, probe_video, read_video, video_to_uint8, write_mp4
+from fvjax.io.video import iter_frames, probe_video, read_video, video_to_uint8, write_mp4
 
 
 def smooth_pattern(num_frames: int, height: int, width: int) -> np.ndarray:

@@ -82,7 +82,7 @@ def test_fp32_matches_diffusers(case):
 def test_fp32_gradients_match_diffusers_autograd(case):
     """The gradient of every parameter and of the input latents against PyTorch autograd through the
     Diffusers model: checks the backward pass fvjax really runs (on the CPU its Dense and attention
-    matmuls have their own VJPs, see fvjax/matmuls.py)."""
+    matmuls have their own VJPs, see fvjax/models/matmuls.py)."""
     config, latent, text_len, real = CASES[case]
     reference = torch_model(config)
     x, t, text = inputs(config, latent, text_len, real)

@@ -17,7 +17,7 @@ from diffusers.models.transformers.transformer_wan import (WanRotaryPosEmbed, Wa
 from flax import nnx
 from jax.sharding import Mesh
 
-from fvjax.attention import attention, splash_attention, xla_attention
+from fvjax.models.attention import attention, splash_attention, xla_attention
 from fvjax.families.wan.block import WanBlock
 from fvjax.families.wan.config import PRESETS, WanConfig
 from fvjax.families.wan.embeddings import ConditionEmbedder, timestep_sinusoid

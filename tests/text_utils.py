@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import string
 
-from fvjax.text import WAN_DEFAULT_NEGATIVE_PROMPT, WAN_NEGATIVE_PROMPT_ZH
+from fvjax.families.wan.text import WAN_DEFAULT_NEGATIVE_PROMPT, WAN_NEGATIVE_PROMPT_ZH
 
 TEXTS = [WAN_DEFAULT_NEGATIVE_PROMPT, WAN_NEGATIVE_PROMPT_ZH, string.ascii_letters + string.digits + ".,!?'&;:-",
          "猫在冲浪"]

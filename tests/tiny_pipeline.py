@@ -21,7 +21,7 @@ TEXT_VOCAB = 256
 
 def tiny_tokenizer():
     """fvjax's tiny T5 (Unigram) tokenizer, ids below TEXT_VOCAB (the one `python -m fvjax.tiny_pipeline` writes)."""
-    from fvjax.tiny_pipeline import tiny_tokenizer as build
+    from fvjax.families.wan.tiny_pipeline import tiny_tokenizer as build
 
     return build(TEXT_VOCAB)
 

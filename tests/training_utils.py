@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import yaml
 
-from fvjax.checkpoint import Checkpointer, checkpoint_root
+from fvjax.training.checkpoint import Checkpointer, checkpoint_root
 from fvjax.data.synthetic import write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 See pipeline.py (order, processes, CFG dropout, resume), fvjax_format.py and parquet_format.py (layouts).
 """
-from fvjax.data.pipeline import DataConfig, DataIterator, TrainData
+from fvjax.data.batches import DataConfig, DataIterator, TrainData
 from fvjax.data.sources import RawSample, detect_format, open_source
 
 __all__ = ["DataConfig", "DataIterator", "TrainData", "RawSample", "detect_format", "open_source"]

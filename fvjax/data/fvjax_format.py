@@ -28,7 +28,7 @@ import ml_dtypes
 import numpy as np
 
 from fvjax.data.sources import RawSample
-from fvjax.atomic import atomic_directory
+from fvjax.io.atomic import atomic_directory
 from fvjax.errors import UserError
 
 FORMAT_NAME = "fvjax-latents"

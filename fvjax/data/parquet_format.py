@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fvjax.data.sources import FLAG, RawSample
-from fvjax.atomic import atomic_directory
+from fvjax.io.atomic import atomic_directory
 from fvjax.errors import UserError
 
 REQUIRED_COLUMNS = ("vae_latent_bytes", "vae_latent_shape", "text_embedding_bytes", "text_embedding_shape")

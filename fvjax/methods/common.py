@@ -1,18 +1,12 @@
 """Pieces every method's pure update shares: per-purpose keys, applying a role's gradients."""
 from __future__ import annotations
 
-import zlib
-
 import jax
 import optax
 
-from fvjax.optim import ema_update, make_schedule
-from fvjax.roles import RoleModel, RoleState
-
-
-def purpose_key(key: jax.Array, purpose: str) -> jax.Array:
-    """A key for one named use inside a step (noise, timesteps, ...): independent streams by name."""
-    return jax.random.fold_in(key, zlib.crc32(purpose.encode()) & 0x7FFFFFFF)
+from fvjax.keys import purpose_key  # noqa: F401  (methods take their keys from here)
+from fvjax.training.optim import ema_update, make_schedule
+from fvjax.training.roles import RoleModel, RoleState
 
 
 def apply_gradients(model: RoleModel, state: RoleState, grads) -> tuple[RoleState, dict[str, jax.Array]]:

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from fvjax.errors import UserError
-from fvjax.video_io import iter_frames, probe_video
+from fvjax.io.video import iter_frames, probe_video
 
 
 class SkipVideo(Exception):

@@ -1,4 +1,4 @@
-"""The JAX Wan VAE and UMT5 text encoder applied to batches of clips and captions.
+"""A family's VAE and text encoder (Wan: the Wan VAE and UMT5) applied to batches of clips and captions.
 
 Latents are the VAE posterior MEAN, not a sample, and are not normalised by latents_mean/std: FastVideo's
 preprocessing stores `vae.encode(pixels).mean` as it comes (its trainer normalises per batch).
@@ -15,19 +15,20 @@ import numpy as np
 
 
 class ClipEncoder:
-    def __init__(self, model: str, dtype: Any, batch_size: int, text_max_length: int):
+    def __init__(self, model: str, dtype: Any, batch_size: int, text_max_length: int, family=None):
         import jax
         import jax.numpy as jnp
         from flax import nnx
 
-        from fvjax.families.wan.vae import load_vae
-        from fvjax.text import PromptEncoder
+        from fvjax.families.registry import DEFAULT_FAMILY, get_family
+
+        family = family or get_family(DEFAULT_FAMILY)
 
         self.batch_size = batch_size
         self.text_max_length = text_max_length
-        vae = load_vae(model, dtype, where="--model")
+        vae = family.load_vae(model, dtype, where="--model")
         self.vae_config = vae.config
-        self.prompts = PromptEncoder.load(model, dtype, where="--model", batch_size=batch_size)
+        self.prompts = family.load_prompt_encoder(model, dtype, where="--model", batch_size=batch_size)
         graphdef, state = nnx.split(vae)
         self._vae_state = state
 

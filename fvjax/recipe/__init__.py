@@ -1,21 +1,8 @@
-"""Recipes: the YAML schema, `TrainingArgs`, loading and validation (nothing else in fvjax reads YAML).
+"""Recipes: reading a YAML recipe (any of FastVideo's forms) into the typed `Recipe` of fvjax/schema/,
+checking it, and the dry-run plan. Nothing else in fvjax reads YAML."""
+from fvjax.recipe.loader import load_recipe, parse_recipe
+from fvjax.schema.pipeline_config import PipelineConfig
+from fvjax.schema.recipe import Recipe, RoleSpec
+from fvjax.schema.training_args import ExecutionMode, TrainingArgs
 
-Names are imported lazily so that `fvjax.methods` (which the loader uses) can import the small
-`fvjax.recipe.fields` / `method_params` modules without a cycle.
-"""
-from __future__ import annotations
-
-import importlib
-
-_EXPORTS = {
-    "load_recipe": "fvjax.recipe.loader", "parse_recipe": "fvjax.recipe.loader",
-    "PipelineConfig": "fvjax.recipe.pipeline", "Recipe": "fvjax.recipe.schema", "RoleSpec": "fvjax.recipe.schema",
-    "ExecutionMode": "fvjax.recipe.training_args", "TrainingArgs": "fvjax.recipe.training_args",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'fvjax.recipe' has no attribute {name!r}")
+__all__ = ["ExecutionMode", "PipelineConfig", "Recipe", "RoleSpec", "TrainingArgs", "load_recipe", "parse_recipe"]

@@ -16,12 +16,13 @@ from typing import Callable
 
 from fvjax.errors import fail
 from fvjax.families.registry import get_family
-from fvjax.methods.registry import CheckContext, MethodSpec, get_method
-from fvjax.recipe import fields as F
-from fvjax.recipe.method_params import METHOD, PIPELINE, TRAINING, Given, read_method_config, resolve_params
-from fvjax.recipe.pipeline import PipelineConfig, read_pipeline_values
-from fvjax.recipe.schema import Recipe, RoleSpec
-from fvjax.recipe.training_args import TRAINING_FIELDS, ExecutionMode, TrainingArgs, read_training_values
+from fvjax.methods.api import CheckContext, MethodSpec
+from fvjax.methods.registry import get_method
+from fvjax.schema import fields as F
+from fvjax.schema.params import METHOD, PIPELINE, TRAINING, Given, read_method_config, resolve_params
+from fvjax.schema.pipeline_config import PipelineConfig, read_pipeline_values
+from fvjax.schema.recipe import Recipe, RoleSpec
+from fvjax.schema.training_args import TRAINING_FIELDS, ExecutionMode, TrainingArgs, read_training_values
 from fvjax.recipe.yamlio import YAML_SUFFIXES, load_config_file, parse_yaml, read_text
 from fvjax.sharding.mesh import AUTO, fill_distributed, plan_mesh
 

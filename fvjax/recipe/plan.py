@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from fvjax.families.registry import ModelSource
+from fvjax.families.api import Family, ModelSource
+from fvjax.families.registry import get_family
 from fvjax.recipe.preflight import Problem, find_problems, resolve_sources
-from fvjax.recipe.schema import Recipe
-from fvjax.recipe.training_args import IGNORED, TRAINING_FIELDS
+from fvjax.schema.recipe import Recipe
+from fvjax.schema.training_args import IGNORED, TRAINING_FIELDS
 from fvjax.sharding.mesh import MeshPlan
 from fvjax.sharding.rules import param_specs, per_device_count, rules_for
 
@@ -35,6 +36,7 @@ class RolePlan:
     trainable: bool
     source: ModelSource
     memory: RoleMemory | None
+    architecture: str = ""          # the family's description of the config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +53,11 @@ class RunPlan:
 
 
 @functools.lru_cache(maxsize=32)
-def role_memory(config, trainable: bool, precision: str, mesh: MeshPlan) -> RoleMemory:
-    from fvjax.families.wan.transformer import abstract_params, count_params, param_logical_axes
+def role_memory(family: Family, config, trainable: bool, precision: str, mesh: MeshPlan) -> RoleMemory:
+    from fvjax.models.params import count_params
 
-    shapes = abstract_params(config)
-    specs = param_specs(param_logical_axes(config), shapes, rules_for(mesh)[1], mesh)
+    shapes = family.abstract_params(config)
+    specs = param_specs(family.param_logical_axes(config), shapes, rules_for(mesh)[1], mesh)
     per_device = per_device_count(shapes, specs, mesh)
     width = DTYPE_BYTES[precision]
     return RoleMemory(
@@ -69,10 +71,12 @@ def build_plan(recipe: Recipe) -> RunPlan:
     roles = []
     for name, role in recipe.roles.items():
         source = sources[name]
-        memory = None
+        memory, architecture = None, ""
         if source.config is not None:
-            memory = role_memory(source.config, role.trainable, recipe.training.dit_precision, recipe.mesh)
-        roles.append(RolePlan(name, role.trainable, source, memory))
+            family = get_family(role.family)
+            memory = role_memory(family, source.config, role.trainable, recipe.training.dit_precision, recipe.mesh)
+            architecture = family.describe(source.config)
+        roles.append(RolePlan(name, role.trainable, source, memory, architecture))
     ignored = tuple(sorted(k for k in recipe.training_given if TRAINING_FIELDS[k].metadata["status"] == IGNORED))
     return RunPlan(recipe, rules_for(recipe.mesh)[0], tuple(roles), tuple(find_problems(recipe, sources)), ignored)
 
@@ -116,8 +120,7 @@ def render(plan: RunPlan, devices_present: str) -> str:
             lines.append(head + "  (architecture unknown: parameter count and memory not planned)")
             continue
         mem = role.memory
-        cfg = role.source.config
-        lines.append(f"{head}  {_count(mem.num_params)} params ({cfg.num_layers} layers, dim {cfg.inner_dim})")
+        lines.append(f"{head}  {_count(mem.num_params)} params ({role.architecture})")
         detail = f"params {_gib(mem.param_bytes)}"
         if role.trainable:
             detail += f" + AdamW m,v {_gib(mem.optimizer_bytes)}"

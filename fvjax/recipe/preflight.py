@@ -7,9 +7,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fvjax.families.registry import ModelSource, get_family
+from fvjax.families.api import ModelSource
+from fvjax.families.registry import get_family
 from fvjax.methods.registry import get_method
-from fvjax.recipe.schema import Recipe
+from fvjax.schema.recipe import Recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,7 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
         if t.validation_steps <= 0:
             problems.append(Problem("training.validation_steps", "is 0 but log_validation is true; set how often "
                                     "to validate"))
-        from fvjax.validation import NO_PIPELINE, find_pipeline
+        from fvjax.training.validation import NO_PIPELINE, find_pipeline
         if find_pipeline(recipe) is None:
             problems.append(Problem("training.model_path", NO_PIPELINE))
     if t.init_weights_from_safetensors and not Path(t.init_weights_from_safetensors).expanduser().is_file():

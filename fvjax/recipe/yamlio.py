@@ -67,10 +67,6 @@ def parse_yaml(text: str, where: object) -> Any:
         fail(where, None, f"YAML error: {e}")
 
 
-def load_yaml_file(path: Path, what: str = "recipe") -> Any:
-    return parse_yaml(read_text(path, what), path)
-
-
 def load_config_file(path: Path, what: str) -> Any:
     """A .json, .yaml or .yml file (used for pipeline_config_path)."""
     suffix = path.suffix.lower()

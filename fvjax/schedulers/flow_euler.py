@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax import flow_matching as fm
+from fvjax.schedulers import flow_matching as fm
 
 
 @jax.tree_util.register_dataclass

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax import flow_matching as fm
+from fvjax.schedulers import flow_matching as fm
 
 SOLVER_ORDER = 2
 _SIGMA_ONE_EPS = 1e-6

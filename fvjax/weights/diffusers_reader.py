@@ -1,4 +1,4 @@
-"""Read a Diffusers Wan transformer checkpoint into fvjax leaves, one leaf at a time.
+"""Read a Diffusers transformer checkpoint of any registered family into fvjax leaves, one leaf at a time.
 
 All checks (config, every key present, nothing unexpected, shapes, dtypes, file sizes) run on the
 headers before any tensor data is read, so a bad checkpoint fails fast and names the file and key.
@@ -14,8 +14,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from fvjax.errors import fail
-from fvjax.families.wan.config import WanConfig
-from fvjax.families.wan.keymap import COPY, TensorKey, keys_by_leaf, tensor_keys
+from fvjax.families.api import Family
+from fvjax.families.registry import family_for_class
+from fvjax.models.keymap import COPY, TensorKey, keys_by_leaf
 from fvjax.weights.dtypes import FLOAT_DTYPES
 from fvjax.weights.paths import CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, read_json, weight_files
 from fvjax.weights.safetensors_io import DTYPES, SafetensorsFile
@@ -23,24 +24,21 @@ from fvjax.weights.safetensors_io import DTYPES, SafetensorsFile
 _FLOAT_NAMES = ("F32", "BF16", "F16")
 
 
-def _describe(config: WanConfig) -> str:
-    return (f"num_layers={config.num_layers}, num_attention_heads={config.num_attention_heads}, "
-            f"attention_head_dim={config.attention_head_dim}, ffn_dim={config.ffn_dim}")
-
-
 class DiffusersCheckpoint:
-    """A Diffusers `WanTransformer3DModel` directory: config.json + safetensors (single or sharded)."""
+    """A Diffusers transformer directory: config.json + safetensors (single or sharded). The family is
+    the one given, else the one whose transformer class config.json names."""
 
-    def __init__(self, directory: str | Path, *, weights_file: str | Path | None = None,
-                 config: WanConfig | None = None):
+    def __init__(self, directory: str | Path, *, family: Family | None = None,
+                 weights_file: str | Path | None = None, config=None):
         """`directory` holds config.json and the weights. Alternatively `weights_file` (one safetensors
         file with Diffusers key names, e.g. FastVideo's init_weights_from_safetensors) and the `config`
-        it must match."""
+        (of `family`) it must match."""
         if weights_file is not None:
+            self.family = family
             self.directory = Path(weights_file).parent
             self.config_path = Path(weights_file)
             self.config = config
-            self.raw_config = config.to_diffusers_config()
+            self.raw_config = family.config_to_diffusers(config)
             self.index_path = None
             if not Path(weights_file).is_file():
                 fail(weights_file, None, "file not found; give a .safetensors file of Diffusers transformer weights")
@@ -50,12 +48,14 @@ class DiffusersCheckpoint:
             self.directory = Path(directory)
             self.config_path = self.directory / CONFIG_NAME
             raw = read_json(self.config_path)
-            self.config = WanConfig.from_diffusers_config(raw, where=self.config_path)
+            self.family = family or family_for_class(raw.get("_class_name") if isinstance(raw, dict) else None,
+                                                     self.config_path)
+            self.config = self.family.config_from_diffusers(raw, self.config_path)
             self.raw_config: dict = raw
             self.index_path: Path | None = None  # set when the weights are sharded
             self.listing, self.weight_map = self._find_weights()  # listing: the index, or the single file
         self.files = {f: SafetensorsFile(f) for f in dict.fromkeys(self.weight_map.values())}
-        self.keys = tensor_keys(self.config)
+        self.keys = self.family.tensor_keys(self.config)
         self.stored_dtype = self._check()  # the one dtype of all tensors, or None when mixed
 
     # -- locating the tensors ------------------------------------------------------------------------
@@ -70,8 +70,8 @@ class DiffusersCheckpoint:
         expected = {k.diffusers_key: k for k in self.keys}
         for name in expected:
             if name not in self.weight_map:
-                fail(self.listing, name, f"missing: a Wan2.1 T2V transformer with this config.json "
-                     f"({_describe(self.config)}) has this tensor; the checkpoint is incomplete or does not "
+                fail(self.listing, name, f"missing: a {self.family.diffusers_class_name} with this config.json "
+                     f"({self.family.describe(self.config)}) has this tensor; the checkpoint is incomplete or does not "
                      "match its config.json")
         for path, f in self.files.items():
             listed = [n for n, p in self.weight_map.items() if p == path]
@@ -82,15 +82,15 @@ class DiffusersCheckpoint:
             extra = [n for n in f.entries if n not in expected]
             if extra:
                 more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-                fail(path, extra[0], f"unexpected tensor{more}: not part of a Wan2.1 T2V transformer with "
-                     f"config.json's {_describe(self.config)}; the weights do not match their config.json "
+                fail(path, extra[0], f"unexpected tensor{more}: not part of a {self.family.diffusers_class_name} with "
+                     f"config.json's {self.family.describe(self.config)}; the weights do not match their config.json "
                      "(or are an image-to-video / other model)")
         seen = collections.Counter()
         for name, key in expected.items():
             path = self.weight_map[name]
             entry = self.files[path].entries[name]
             if entry.shape != key.torch_shape:
-                fail(path, name, f"wrong shape {list(entry.shape)}; config.json ({_describe(self.config)}) "
+                fail(path, name, f"wrong shape {list(entry.shape)}; config.json ({self.family.describe(self.config)}) "
                      f"needs {list(key.torch_shape)}")
             if entry.dtype not in _FLOAT_NAMES:
                 fail(path, name, f"wrong dtype {entry.dtype}; transformer weights must be F32, BF16 or F16")
@@ -108,7 +108,7 @@ class DiffusersCheckpoint:
         """One fvjax leaf (stacked over layers when `keys` are block tensors), in `dtype`."""
         assert np.dtype(dtype) in FLOAT_DTYPES
         first = keys[0]
-        shape = ((self.config.num_layers,) if first.layer is not None else ()) + first.fvjax_shape
+        shape = ((len(keys),) if first.layer is not None else ()) + first.fvjax_shape
         buf = np.empty(shape, dtype)
         for k in keys:
             f = self.files[self.weight_map[k.diffusers_key]]
@@ -131,6 +131,6 @@ class DiffusersCheckpoint:
                ) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
         """(path, array) for every fvjax leaf, in key-map order; only one leaf is built at a time.
         dtype None keeps each leaf's stored dtype (so mixed-precision checkpoints round-trip exactly)."""
-        for path, keys in keys_by_leaf(self.config).items():
+        for path, keys in keys_by_leaf(self.keys).items():
             leaf_dtype = self.stored_leaf_dtype(keys) if dtype is None else np.dtype(dtype)
             yield path, self.read_leaf(keys, leaf_dtype, on_tensor)

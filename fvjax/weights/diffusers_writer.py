@@ -1,4 +1,4 @@
-"""fvjax params -> a Diffusers `WanTransformer3DModel` directory (config.json + safetensors).
+"""fvjax params -> a Diffusers transformer directory (config.json + safetensors), for any family.
 
 Sharding follows Diffusers' `save_pretrained`: tensors in state_dict order, a new shard whenever the
 next tensor would pass `max_shard_size` (decimal units, "10GB" = 10**10 bytes), the index
@@ -20,8 +20,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from fvjax.errors import fail
-from fvjax.families.wan.config import WanConfig
-from fvjax.families.wan.keymap import flatten, keys_by_leaf, tensor_keys
+from fvjax.families.api import Family
+from fvjax.models.keymap import keys_by_leaf
+from fvjax.models.params import flatten
 from fvjax.weights.fvjax_dir import diffusers_config_text
 from fvjax.weights.paths import CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from fvjax.weights.safetensors_io import SafetensorsWriter, TensorSpec
@@ -57,18 +58,18 @@ def plan_shards(specs: list[TensorSpec], max_shard_size: int) -> list[list[Tenso
     return shards
 
 
-def write_diffusers_dir(directory: str | Path, config: WanConfig, params: dict, *, raw_config: dict | None = None,
+def write_diffusers_dir(directory: str | Path, family: Family, config, params: dict, *, raw_config: dict | None = None,
                         dtype: np.dtype | None = None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
                         on_tensor: Callable[[int], None] | None = None) -> list[str]:
     """Write config.json + safetensors of `params` (pure dict of numpy or jax arrays) into the existing
     empty `directory`; returns the weight file names."""
     flat = flatten(params)
-    return write_diffusers_leaves(directory, config, flat.items(), {p: a.dtype for p, a in flat.items()},
+    return write_diffusers_leaves(directory, family, config, flat.items(), {p: a.dtype for p, a in flat.items()},
                                   raw_config=raw_config, dtype=dtype, max_shard_size=max_shard_size,
                                   on_tensor=on_tensor)
 
 
-def write_diffusers_leaves(directory: str | Path, config: WanConfig, leaves: Iterable[tuple[tuple[str, ...], object]],
+def write_diffusers_leaves(directory: str | Path, family: Family, config, leaves: Iterable[tuple[tuple[str, ...], object]],
                            leaf_dtypes: dict[tuple[str, ...], np.dtype], *, raw_config: dict | None = None,
                            dtype: np.dtype | None = None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
                            on_tensor: Callable[[int], None] | None = None) -> list[str]:
@@ -76,12 +77,13 @@ def write_diffusers_leaves(directory: str | Path, config: WanConfig, leaves: Ite
     dropped (so a lazy iterator keeps one leaf in memory); `leaf_dtypes` are their dtypes (the default
     output dtypes), needed up front for the headers."""
     directory = Path(directory)
-    by_leaf = keys_by_leaf(config)
+    keys = family.tensor_keys(config)
+    by_leaf = keys_by_leaf(keys)
 
     def out_dtype(path: tuple[str, ...]) -> np.dtype:
         return np.dtype(dtype) if dtype is not None else np.dtype(leaf_dtypes[path])
 
-    specs = [TensorSpec(k.diffusers_key, out_dtype(k.path), k.torch_shape) for k in tensor_keys(config)]
+    specs = [TensorSpec(k.diffusers_key, out_dtype(k.path), k.torch_shape) for k in keys]
     shards = plan_shards(specs, parse_size(max_shard_size))
     names = ([WEIGHTS_NAME] if len(shards) == 1 else
              [WEIGHTS_NAME.replace(".safetensors", f"-{i + 1:05d}-of-{len(shards):05d}.safetensors")
@@ -103,5 +105,5 @@ def write_diffusers_leaves(directory: str | Path, config: WanConfig, leaves: Ite
         index = {"metadata": {"total_size": sum(s.nbytes for s in specs)},
                  "weight_map": {s.name: fname for fname, shard in zip(names, shards) for s in shard}}
         (directory / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    (directory / CONFIG_NAME).write_text(diffusers_config_text(raw_config or config.to_diffusers_config()))
+    (directory / CONFIG_NAME).write_text(diffusers_config_text(raw_config or family.config_to_diffusers(config)))
     return names

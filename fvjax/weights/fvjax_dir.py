@@ -1,7 +1,7 @@
 """The fvjax weights directory: an orbax params-only checkpoint + the Diffusers config + a small manifest.
 
     DIR/
-      config.json           the Diffusers WanTransformer3DModel config (as the source had it)
+      config.json           the Diffusers transformer config (as the source had it)
       fvjax_manifest.json   format/version, family, dtype, parameter count, every leaf's shape and dtype
       params/               orbax checkpoint of the params pure dict (no optimizer state, no step)
 
@@ -18,8 +18,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from fvjax.errors import fail
-from fvjax.families.wan.config import WanConfig
-from fvjax.families.wan.keymap import flatten, leaf_shapes, nest
+from fvjax.families.api import Family
+from fvjax.families.registry import get_family
+from fvjax.models.params import flatten, nest
 from fvjax.weights.dtypes import FLOAT_DTYPES, name_of
 from fvjax.weights.paths import CONFIG_NAME, MANIFEST_NAME, PARAMS_DIR, read_json
 
@@ -32,7 +33,7 @@ def diffusers_config_text(config: dict) -> str:
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
-def write_fvjax_dir(directory: str | Path, config: WanConfig, params: dict, *,
+def write_fvjax_dir(directory: str | Path, family: Family, config, params: dict, *,
                     raw_config: dict | None = None, source: str | None = None) -> None:
     """Write params (pure dict of numpy or jax arrays) into the new directory `directory` (must not exist
     yet; callers wanting atomicity pass a temporary path and rename it)."""
@@ -41,11 +42,12 @@ def write_fvjax_dir(directory: str | Path, config: WanConfig, params: dict, *,
 
     directory = Path(directory)
     flat = flatten(params)
-    _check_tree(directory / PARAMS_DIR, config, {p: (tuple(a.shape), np.dtype(a.dtype)) for p, a in flat.items()})
+    _check_tree(directory / PARAMS_DIR, family.leaf_shapes(config),
+                {p: (tuple(a.shape), np.dtype(a.dtype)) for p, a in flat.items()})
     directory.mkdir(parents=True, exist_ok=True)
     dtypes = {name_of(a.dtype) for a in flat.values()}
     manifest = {
-        "format": FORMAT, "version": VERSION, "family": "wan", "model": "WanTransformer3DModel",
+        "format": FORMAT, "version": VERSION, "family": family.name, "model": family.diffusers_class_name,
         "dtype": dtypes.pop() if len(dtypes) == 1 else "mixed",
         "num_params": int(sum(math.prod(a.shape) for a in flat.values())),
         "leaves": {"/".join(p): {"shape": list(a.shape), "dtype": name_of(a.dtype)} for p, a in flat.items()},
@@ -54,7 +56,7 @@ def write_fvjax_dir(directory: str | Path, config: WanConfig, params: dict, *,
         manifest["source"] = source
     lead = jax.process_index() == 0  # every process joins the orbax save; one writes the small files
     if lead:
-        (directory / CONFIG_NAME).write_text(diffusers_config_text(raw_config or config.to_diffusers_config()))
+        (directory / CONFIG_NAME).write_text(diffusers_config_text(raw_config or family.config_to_diffusers(config)))
     with ocp.Checkpointer(_save_handler()) as ckpt:
         ckpt.save((directory / PARAMS_DIR).absolute(), args=ocp.args.PyTreeSave(params))
     # The manifest goes last: a directory without it is never taken for fvjax weights.
@@ -81,7 +83,15 @@ def _save_handler():
     return ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
 
 
-def read_fvjax_config(directory: str | Path) -> tuple[WanConfig, dict, dict]:
+def family_of(manifest: dict, manifest_path: Path) -> Family:
+    """The family an fvjax weights dir was written for (its manifest's "family")."""
+    name = manifest.get("family")
+    if not isinstance(name, str):
+        fail(manifest_path, "family", "missing; the manifest is damaged, re-create the directory")
+    return get_family(name, manifest_path, "family")
+
+
+def read_fvjax_config(directory: str | Path) -> tuple[object, dict, dict]:
     """(config, raw config dict, manifest) of an fvjax weights dir, checked."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST_NAME
@@ -91,15 +101,15 @@ def read_fvjax_config(directory: str | Path) -> tuple[WanConfig, dict, dict]:
     if manifest.get("version") != VERSION:
         fail(manifest_path, "version", f"is {manifest.get('version')!r}; this fvjax reads version {VERSION}")
     raw = read_json(directory / CONFIG_NAME)
-    config = WanConfig.from_diffusers_config(raw, where=directory / CONFIG_NAME)
+    config = family_of(manifest, manifest_path).config_from_diffusers(raw, directory / CONFIG_NAME)
     if not (directory / PARAMS_DIR).is_dir():
         fail(directory / PARAMS_DIR, None, "missing: the orbax params checkpoint is not there; the directory is "
              "incomplete, re-create it")
     return config, raw, manifest
 
 
-def _check_tree(where: Path, config: WanConfig, found: dict[tuple[str, ...], tuple[tuple, np.dtype]]) -> None:
-    expected = leaf_shapes(config)
+def _check_tree(where: Path, expected: dict[tuple[str, ...], tuple[int, ...]],
+                found: dict[tuple[str, ...], tuple[tuple, np.dtype]]) -> None:
     for path, shape in expected.items():
         if path not in found:
             fail(where, "/".join(path), "missing parameter; the checkpoint does not match config.json")
@@ -113,7 +123,7 @@ def _check_tree(where: Path, config: WanConfig, found: dict[tuple[str, ...], tup
              "config.json")
 
 
-def _stored_tree(directory: Path, config: WanConfig) -> dict[tuple[str, ...], Any]:
+def _stored_tree(directory: Path, expected: dict[tuple[str, ...], tuple[int, ...]]) -> dict[tuple[str, ...], Any]:
     import orbax.checkpoint as ocp
 
     params_dir = (directory / PARAMS_DIR).absolute()
@@ -125,8 +135,8 @@ def _stored_tree(directory: Path, config: WanConfig) -> dict[tuple[str, ...], An
              "re-create it")
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
-    flat = flatten(dict(tree))
-    _check_tree(params_dir, config, {p: (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat.items()})
+    flat = {tuple(str(part) for part in p): m for p, m in flatten(dict(tree)).items()}
+    _check_tree(params_dir, expected, {p: (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat.items()})
     return flat
 
 
@@ -145,15 +155,15 @@ def sharding_of(shardings: dict | None, path: tuple[str, ...]):
 
 
 def restore_fvjax_dir(directory: str | Path, dtype: np.dtype | None = None, shardings: dict | None = None,
-                      *, as_numpy: bool = False) -> tuple[WanConfig, dict]:
+                      *, as_numpy: bool = False) -> tuple[object, dict]:
     """(config, params). With `shardings` (a pure dict of jax Shardings, same structure), each leaf is read
     straight into its sharded jax.Array; with `as_numpy`, host numpy arrays; else arrays on the default device."""
     import jax
     import orbax.checkpoint as ocp
 
     directory = Path(directory)
-    config, _, _ = read_fvjax_config(directory)
-    stored = _stored_tree(directory, config)
+    config, _, manifest = read_fvjax_config(directory)
+    stored = _stored_tree(directory, family_of(manifest, directory).leaf_shapes(config))
     params_dir = (directory / PARAMS_DIR).absolute()
 
     def target_dtype(meta) -> np.dtype:
@@ -172,13 +182,13 @@ Leaves = Iterator[tuple[tuple[str, ...], np.ndarray]]
 
 
 def read_fvjax_leaves(directory: str | Path, dtype: np.dtype | None = None
-                      ) -> tuple[WanConfig, dict[tuple[str, ...], np.dtype], Leaves]:
+                      ) -> tuple[object, dict[tuple[str, ...], np.dtype], Leaves]:
     """(config, each leaf's dtype as it will be read, a lazy iterator of (path, host numpy leaf)): the leaves
     are read one per step, so a consumer that drops each leaf before the next holds one leaf at a time.
     Everything is checked before the iterator starts."""
     directory = Path(directory)
-    config, _, _ = read_fvjax_config(directory)
-    stored = _stored_tree(directory, config)
+    config, _, manifest = read_fvjax_config(directory)
+    stored = _stored_tree(directory, family_of(manifest, directory).leaf_shapes(config))
     dtypes = {p: np.dtype(m.dtype if dtype is None else dtype) for p, m in stored.items()}
     return config, dtypes, _numpy_leaves((directory / PARAMS_DIR).absolute(), stored, dtype)
 

@@ -1,4 +1,4 @@
-"""Load Wan transformer weights from any accepted path into jax arrays (optionally sharded), or a model.
+"""Load transformer weights (any registered family) from any accepted path into jax arrays (optionally sharded), or a model.
 
 `load_params` is what the training runtime uses for `models.<role>.path`; `load_transformer` is the
 user-facing "give me a callable model" entry point (`fvjax.load_transformer`).
@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from fvjax.families.wan.config import WanConfig
-from fvjax.families.wan.keymap import nest
+from fvjax.families.api import Family
+from fvjax.families.registry import transformer_classes
+from fvjax.models.params import nest
 from fvjax.weights.diffusers_reader import DiffusersCheckpoint
 from fvjax.weights.dtypes import as_dtype
-from fvjax.weights.fvjax_dir import restore_fvjax_dir, sharding_of
+from fvjax.weights.fvjax_dir import family_of, read_fvjax_config, restore_fvjax_dir, sharding_of
 from fvjax.weights.paths import resolve
 
 
@@ -26,31 +27,42 @@ def _place(host: np.ndarray, sharding) -> Any:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
+def family_at(path: str | Path, where: str = "path") -> Family:
+    """The family of the transformer weights at `path` (fvjax manifest, or config.json's _class_name)."""
+    loc = resolve(path, where=where, class_names=transformer_classes())
+    if loc.kind == "fvjax":
+        _, _, manifest = read_fvjax_config(loc.directory)
+        return family_of(manifest, loc.directory)
+    return DiffusersCheckpoint(loc.directory).family
+
+
 def load_params(path: str | Path, dtype: Any = None, shardings: dict | None = None, *,
-                where: str = "path", progress: bool = False) -> tuple[WanConfig, dict]:
+                where: str = "path", progress: bool = False, family: Family | None = None) -> tuple[Any, dict]:
     """(config, params pure dict of jax.Arrays) from a Diffusers dir / pipeline dir / cached hub id / fvjax dir.
 
     dtype: None keeps the stored dtype; else "float32" / "bfloat16" / a dtype. shardings: a pure dict (the
     params' structure) of jax Shardings; each leaf is then created directly with its sharding. `where` (a
-    CLI flag or recipe key such as models.student.path) is named in errors.
+    CLI flag or recipe key such as models.student.path) is named in errors. `family`: the family the
+    weights must be of (None: whichever they are).
     """
     dt = as_dtype(dtype, where="dtype")
-    loc = resolve(path, where=where)
+    classes = (family.diffusers_class_name,) if family is not None else transformer_classes()
+    loc = resolve(path, where=where, class_names=classes)
     if loc.kind == "fvjax":
         return restore_fvjax_dir(loc.directory, dt, shardings)
-    return _read_checkpoint(DiffusersCheckpoint(loc.directory), dt, shardings, progress)
+    return _read_checkpoint(DiffusersCheckpoint(loc.directory, family=family), dt, shardings, progress)
 
 
-def load_params_from_safetensors(file: str | Path, config: WanConfig, dtype: Any = None,
+def load_params_from_safetensors(file: str | Path, family: Family, config, dtype: Any = None,
                                  shardings: dict | None = None, *, progress: bool = False) -> dict:
     """Params from one safetensors file of Diffusers transformer weights that must match `config`
     (FastVideo's training.init_weights_from_safetensors)."""
-    ckpt = DiffusersCheckpoint(None, weights_file=file, config=config)
+    ckpt = DiffusersCheckpoint(None, family=family, weights_file=file, config=config)
     return _read_checkpoint(ckpt, as_dtype(dtype, where="dtype"), shardings, progress)[1]
 
 
 def _read_checkpoint(ckpt: DiffusersCheckpoint, dt, shardings: dict | None, progress: bool
-                     ) -> tuple[WanConfig, dict]:
+                     ) -> tuple[Any, dict]:
     flat = {}
     if progress:
         from tqdm import tqdm
@@ -70,16 +82,17 @@ def _read_checkpoint(ckpt: DiffusersCheckpoint, dt, shardings: dict | None, prog
 
 
 class LoadedTransformer:
-    """A Wan transformer ready to call with Diffusers' layouts; numpy or jax in, jax out.
+    """A transformer ready to call with Diffusers' layouts; numpy or jax in, jax out.
 
         model = fvjax.load_transformer("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
         out = model(latents [B, 16, F, H, W], timestep [B], text [B, L, 4096])  # [B, 16, F, H, W]
     """
 
-    def __init__(self, config: WanConfig, module):
+    def __init__(self, family: Family, config, module):
         import jax
         from flax import nnx
 
+        self.family = family
         self.config = config
         self.module = module
         graphdef, state = nnx.split(module)
@@ -102,17 +115,17 @@ class LoadedTransformer:
 
 
 def load_transformer(path: str | Path, dtype: Any = None, **model_kwargs) -> LoadedTransformer:
-    """A callable Wan transformer from any accepted weights path.
+    """A callable transformer from any accepted weights path.
 
-    dtype: parameter and compute dtype (None: the stored dtype). model_kwargs go to WanTransformer
-    (e.g. attention_backend, remat_policy).
+    dtype: parameter and compute dtype (None: the stored dtype). model_kwargs go to the family's
+    build_model (e.g. attention_backend, remat_policy).
     """
     import jax
-    from fvjax.families.wan.transformer import model_from_params
 
-    config, params = load_params(path, dtype)
+    family = family_at(path)
+    config, params = load_params(path, dtype, family=family)
     # Mixed-precision checkpoints (Diffusers keeps a few small modules fp32): the bulk's dtype decides.
     param_dtype = max(jax.tree_util.tree_leaves(params), key=lambda leaf: leaf.size).dtype
     model_kwargs.setdefault("dtype", param_dtype)
-    module = model_from_params(config, params, param_dtype=param_dtype, **model_kwargs)
-    return LoadedTransformer(config, module)
+    module = family.model_from_params(config, params, param_dtype=param_dtype, **model_kwargs)
+    return LoadedTransformer(family, config, module)

@@ -13,8 +13,7 @@ import re
 from pathlib import Path
 
 from fvjax.errors import fail
-from fvjax.families.wan.config import DIFFUSERS_CLASS_NAME
-from fvjax.json_file import read_json  # noqa: F401  (re-exported: the loaders import it from here)
+from fvjax.io.json_file import read_json  # noqa: F401  (re-exported: the loaders import it from here)
 
 MANIFEST_NAME = "fvjax_manifest.json"
 CONFIG_NAME = "config.json"
@@ -32,8 +31,9 @@ class WeightsLocation:
     given: str  # what the user passed, for messages
 
 
-def resolve(path: str | os.PathLike, where: str = "path") -> WeightsLocation:
-    """Find the transformer weights that `path` names; `where` (a flag or recipe key) goes in errors."""
+def resolve(path: str | os.PathLike, where: str = "path", class_names: tuple[str, ...] = ()) -> WeightsLocation:
+    """Find the transformer weights that `path` names; `where` (a flag or recipe key) goes in errors. In a
+    pipeline, the transformer must be one of `class_names` when they are given."""
     given = str(path)
     p = Path(given).expanduser()
     if not p.exists():
@@ -48,7 +48,7 @@ def resolve(path: str | os.PathLike, where: str = "path") -> WeightsLocation:
     if (p / MANIFEST_NAME).is_file():
         return WeightsLocation("fvjax", p, given)
     if (p / "model_index.json").is_file():
-        return WeightsLocation("diffusers", _pipeline_transformer(p), given)
+        return WeightsLocation("diffusers", _pipeline_transformer(p, class_names), given)
     if (p / CONFIG_NAME).is_file():
         return WeightsLocation("diffusers", p, given)
     if (p / "transformer" / CONFIG_NAME).is_file():
@@ -57,11 +57,11 @@ def resolve(path: str | os.PathLike, where: str = "path") -> WeightsLocation:
          f"(Diffusers transformer) or {MANIFEST_NAME} (fvjax weights) in it")
 
 
-def _pipeline_transformer(p: Path) -> Path:
-    return pipeline_component(p, "transformer", "transformer", DIFFUSERS_CLASS_NAME, "Wan2.1 transformers")
+def _pipeline_transformer(p: Path, class_names: tuple[str, ...]) -> Path:
+    return pipeline_component(p, "transformer", "transformer", class_names, " or ".join(class_names))
 
 
-def pipeline_component(p: Path, component: str, label: str, class_name: str, loads: str) -> Path:
+def pipeline_component(p: Path, component: str, label: str, class_name: str | tuple[str, ...], loads: str) -> Path:
     """The `component` folder of the Diffusers pipeline `p`, checked against its model_index.json (present,
     of class `class_name`, with a config.json)."""
     index_path = p / "model_index.json"
@@ -69,8 +69,9 @@ def pipeline_component(p: Path, component: str, label: str, class_name: str, loa
     entry = index.get(component) if isinstance(index, dict) else None
     if not entry:
         fail(index_path, component, f"missing: this pipeline has no {label} (is it a Wan pipeline?)")
-    if isinstance(entry, list) and len(entry) == 2 and entry[1] != class_name:
-        fail(index_path, component, f"is a {entry[1]}, not a {class_name}; fvjax loads {loads}")
+    accepted = (class_name,) if isinstance(class_name, str) else tuple(class_name)
+    if accepted and isinstance(entry, list) and len(entry) == 2 and entry[1] not in accepted:
+        fail(index_path, component, f"is a {entry[1]}, not a {' or '.join(accepted)}; fvjax loads {loads}")
     sub = p / component
     if not (sub / CONFIG_NAME).is_file():
         fail(sub / CONFIG_NAME, None, f"file not found; the pipeline's {component}/ folder is incomplete "

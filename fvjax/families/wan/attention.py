@@ -1,5 +1,5 @@
 """Wan attention: q/k/v projections, RMSNorm of q and k across all heads, RoPE (self-attention only),
-scaled dot-product attention through `fvjax.attention`, output projection."""
+scaled dot-product attention through `fvjax.models.attention`, output projection."""
 from __future__ import annotations
 
 import jax
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from fvjax.attention import attention
+from fvjax.models.attention import attention
 from fvjax.families.wan.config import WanConfig
-from fvjax.families.wan.layers import Dense, RMSNorm
+from fvjax.models.layers import Dense, RMSNorm
 from fvjax.families.wan.rope import apply_rope
 from fvjax.sharding import constrain
 

@@ -15,7 +15,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from fvjax.families.wan.attention import WanAttention
 from fvjax.families.wan.config import WanConfig
-from fvjax.families.wan.layers import AffineLayerNorm, Dense, layer_norm_fp32
+from fvjax.models.layers import AffineLayerNorm, Dense, layer_norm_fp32
 from fvjax.sharding import constrain
 
 ACT_AXES = ("act_batch", "act_seq", "act_embed")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fvjax.errors import fail
-from fvjax.json_file import read_json
+from fvjax.io.json_file import read_json
 
 DIFFUSERS_CLASS_NAME = "WanTransformer3DModel"
 
@@ -99,7 +99,3 @@ PRESETS: dict[str, WanConfig] = {
         num_attention_heads=4, attention_head_dim=16, in_channels=16, out_channels=16, text_dim=32,
         freq_dim=32, ffn_dim=128, num_layers=3, rope_max_seq_len=64),
 }
-
-
-def preset(name: str) -> WanConfig | None:
-    return PRESETS.get(name)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fvjax.families.wan.config import WanConfig
-from fvjax.families.wan.layers import Dense
+from fvjax.models.layers import Dense
 
 
 def timestep_sinusoid(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:

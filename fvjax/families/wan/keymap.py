@@ -1,9 +1,8 @@
 """Diffusers `WanTransformer3DModel` state-dict keys <-> fvjax parameter tree paths, with layout transforms.
 
-One `TensorKey` per Diffusers tensor, listed in Diffusers' `state_dict()` order (a module's own
-parameters before its submodules: that is why `scale_shift_table` comes first). Block tensors map to a
-row of a leaf stacked over layers (the scanned blocks), so `layer` is the row and `fvjax_shape` the
-shape of that row.
+One `TensorKey` (fvjax/models/keymap.py) per Diffusers tensor, listed in Diffusers' `state_dict()` order
+(a module's own parameters before its submodules: that is why `scale_shift_table` comes first). Block
+tensors map to a row of a leaf stacked over layers (the scanned blocks).
 
 Transforms: a Linear `weight` (out, in) becomes a `kernel` (in, out); the patch-embedding Conv3d
 weight (D, C, pt, ph, pw) becomes a Dense kernel (C*pt*ph*pw, D) with features ordered (C, pt, ph, pw);
@@ -11,50 +10,11 @@ everything else is copied as is.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterator
 
-import numpy as np
-
 from fvjax.families.wan.config import WanConfig
-
-COPY, LINEAR, PATCH = "copy", "linear", "patch"
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorKey:
-    diffusers_key: str
-    path: tuple[str, ...]
-    layer: int | None
-    torch_shape: tuple[int, ...]
-    fvjax_shape: tuple[int, ...]  # per layer (without the stacked axis)
-    transform: str = COPY
-
-    def to_fvjax(self, arr: np.ndarray) -> np.ndarray:
-        """Diffusers layout -> fvjax layout (a view where numpy allows; callers copy into their buffer)."""
-        if self.transform == LINEAR:
-            return arr.T
-        if self.transform == PATCH:
-            return arr.reshape(arr.shape[0], -1).T
-        return arr
-
-    def to_diffusers(self, arr: np.ndarray) -> np.ndarray:
-        """fvjax layout -> Diffusers layout, C-contiguous (ready to be written as bytes)."""
-        if self.transform == LINEAR:
-            return np.ascontiguousarray(arr.T)
-        if self.transform == PATCH:
-            return np.ascontiguousarray(arr.T).reshape(self.torch_shape)
-        return np.ascontiguousarray(arr)
-
-    @property
-    def dotted_path(self) -> str:
-        return "/".join(self.path)
-
-
-def _linear(key: str, path: tuple[str, ...], layer: int | None, d_in: int, d_out: int) -> Iterator[TensorKey]:
-    yield TensorKey(f"{key}.weight", path + ("kernel",), layer, (d_out, d_in), (d_in, d_out), LINEAR)
-    yield TensorKey(f"{key}.bias", path + ("bias",), layer, (d_out,), (d_out,))
-
+from fvjax.models import keymap
+from fvjax.models.keymap import PATCH, TensorKey, linear as _linear
 
 def _attention(prefix: str, name: str, layer: int, dim: int) -> Iterator[TensorKey]:
     # Wan's cross-attention keys/values read the text tokens after the text embedder has projected
@@ -101,38 +61,4 @@ def tensor_keys(config: WanConfig) -> list[TensorKey]:
 
 def leaf_shapes(config: WanConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Full fvjax leaf shapes (stacked block leaves get their leading num_layers axis), in key-map order."""
-    shapes: dict[tuple[str, ...], tuple[int, ...]] = {}
-    for k in tensor_keys(config):
-        shapes[k.path] = (config.num_layers,) + k.fvjax_shape if k.layer is not None else k.fvjax_shape
-    return shapes
-
-
-def keys_by_leaf(config: WanConfig) -> dict[tuple[str, ...], list[TensorKey]]:
-    """The Diffusers tensors that fill each fvjax leaf (one, or one per layer for stacked leaves)."""
-    groups: dict[tuple[str, ...], list[TensorKey]] = {}
-    for k in tensor_keys(config):
-        groups.setdefault(k.path, []).append(k)
-    return groups
-
-
-def nest(flat: dict[tuple[str, ...], object]) -> dict:
-    """{("a", "b"): x} -> {"a": {"b": x}} (the NNX pure-dict layout)."""
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return tree
-
-
-def flatten(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
-    """Inverse of `nest` (leaves are whatever is not a dict)."""
-    flat: dict[tuple[str, ...], object] = {}
-    for name, value in tree.items():
-        path = prefix + (str(name),)
-        if isinstance(value, dict):
-            flat.update(flatten(value, path))
-        else:
-            flat[path] = value
-    return flat
+    return keymap.leaf_shapes(tensor_keys(config))

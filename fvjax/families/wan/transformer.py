@@ -4,7 +4,7 @@
     out = model(latents [B, C, F, H, W], timestep [B] or [B, F'], text [B, Lt, text_dim])  # [B, Cout, F, H, W]
 
 Blocks are created stacked (nnx.vmap: every block leaf has a leading [num_layers] axis) and run under
-one `jax.lax.scan`, so the block is compiled once; `remat_policy` (fvjax/remat.py) checkpoints it.
+one `jax.lax.scan`, so the block is compiled once; `remat_policy` (fvjax/models/remat.py) checkpoints it.
 `scan_unroll` (int >= 1, or True = all layers) unrolls that scan: the output is the same, compile time
 grows with the unrolled layers, and the backward loses the loop's bookkeeping (stacked residual
 buffers filled by dynamic-update-slices, per-iteration copies): on XLA:CPU a full unroll makes the
@@ -26,15 +26,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from fvjax.families.wan.block import ACT_AXES, WanBlock, modulate
 from fvjax.families.wan.config import WanConfig
 from fvjax.families.wan.embeddings import ConditionEmbedder
-from fvjax.families.wan.layers import Dense, layer_norm_fp32
+from fvjax.models.layers import Dense, layer_norm_fp32
 from fvjax.families.wan.rope import rope_cos_sin
-from fvjax.remat import check_policy, remat
+from fvjax.models import params as trees
+from fvjax.models.params import count_params, params_of  # noqa: F401  (part of this module's API)
+from fvjax.models.remat import check_policy, remat
 from fvjax.sharding import constrain
 
 TEXT_AXES = ("act_batch", "act_text", "act_embed")
@@ -138,7 +139,7 @@ class WanTransformer(nnx.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Abstract trees and conversion between pure-dict params and models
+# Abstract trees and conversion between pure-dict params and models (fvjax/models/params.py)
 
 def abstract_model(config: WanConfig, param_dtype=jnp.float32, **model_kwargs) -> WanTransformer:
     """The model with ShapeDtypeStruct leaves (nnx.eval_shape; nothing allocated)."""
@@ -148,45 +149,15 @@ def abstract_model(config: WanConfig, param_dtype=jnp.float32, **model_kwargs) -
 
 def abstract_params(config: WanConfig, param_dtype=jnp.float32) -> dict:
     """Pure dict of jax.ShapeDtypeStruct with the structure of `params_of(model)`."""
-    return nnx.to_pure_dict(nnx.state(abstract_model(config, param_dtype), nnx.Param))
-
-
-def params_of(model: WanTransformer) -> dict:
-    """The model's parameters as a pure nested dict of arrays."""
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-
-def _set_path(tree: dict, path: tuple, value) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[path[-1]] = value
+    return params_of(abstract_model(config, param_dtype))
 
 
 def param_logical_axes(config: WanConfig) -> dict:
-    """Pure dict (same structure as the params) of logical axis-name tuples; block leaves get a leading
-    "layers" axis."""
-    state = nnx.state(abstract_model(config), nnx.Param)
-    out: dict = {}
-    for path, variable in nnx.to_flat_state(state):
-        axes = tuple(variable.get_metadata().get("logical_axes"))
-        if path[0] == "blocks":
-            axes = ("layers",) + axes
-        shape = variable.get_value().shape
-        if len(axes) != len(shape):
-            raise AssertionError(f"logical axes {axes} do not match shape {shape} at {path}")
-        _set_path(out, tuple(str(p) for p in path), axes)
-    return out
-
-
-def count_params(tree) -> int:
-    """Number of scalars in a tree of arrays or ShapeDtypeStructs."""
-    return int(sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree)))
+    """Pure dict (the params' structure) of logical axis-name tuples; block leaves lead with "layers"."""
+    return trees.param_logical_axes(abstract_model(config))
 
 
 def model_from_params(config: WanConfig, params: dict, **model_kwargs) -> WanTransformer:
     """A WanTransformer whose parameters are `params` (a pure dict as from `params_of`), built
-    abstractly first so no random initialisation is computed. Arrays are used as given (dtype and
-    sharding kept)."""
-    graphdef, state = nnx.split(abstract_model(config, **model_kwargs))
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(graphdef, state)
+    abstractly first so no random initialisation is computed. Arrays are used as given."""
+    return trees.model_from_params(abstract_model(config, **model_kwargs), params)

@@ -2,9 +2,9 @@
 
 Nothing here imports jax at package import except through the submodules that need it.
 """
-from fvjax.families.wan.vae.config import VAE_PRESETS, WanVAEConfig, vae_preset
+from fvjax.families.wan.vae.config import VAE_PRESETS, WanVAEConfig
 
-__all__ = ["VAE_PRESETS", "WanVAEConfig", "vae_preset", "WanVAE", "load_vae", "load_vae_params",
+__all__ = ["VAE_PRESETS", "WanVAEConfig", "WanVAE", "load_vae", "load_vae_params",
            "abstract_vae_params", "count_vae_params", "vae_tensor_keys", "normalize_latents",
            "denormalize_latents", "sample_posterior"]
 

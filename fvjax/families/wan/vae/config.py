@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fvjax.errors import fail
-from fvjax.json_file import read_json
+from fvjax.io.json_file import read_json
 
 DIFFUSERS_VAE_CLASS_NAME = "AutoencoderKLWan"
 
@@ -166,7 +166,3 @@ VAE_PRESETS: dict[str, WanVAEConfig] = {
     # statistics) so it pairs with the "tiny" DiT preset (in_channels 16).
     "tiny": WanVAEConfig(base_dim=8),
 }
-
-
-def vae_preset(name: str) -> WanVAEConfig | None:
-    return VAE_PRESETS.get(name)

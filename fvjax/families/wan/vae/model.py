@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from fvjax.families.wan.vae.config import ENCODE_CHUNK_FRAMES, WanVAEConfig
+from fvjax.models import params as trees
 from fvjax.families.wan.vae.layers import (CausalCache, Conv3d, MidBlock, Pointwise, Resample, ResidualBlock,
                                            RMSNorm, causal_conv)
 
@@ -205,20 +206,13 @@ def abstract_vae(config: WanVAEConfig, param_dtype=jnp.float32, **model_kwargs) 
 
 def abstract_vae_params(config: WanVAEConfig, param_dtype=jnp.float32) -> dict:
     """Pure dict of jax.ShapeDtypeStruct with the structure of `vae_params_of(model)`."""
-    return nnx.to_pure_dict(nnx.state(abstract_vae(config, param_dtype), nnx.Param))
+    return trees.params_of(abstract_vae(config, param_dtype))
 
 
-def vae_params_of(model: WanVAE) -> dict:
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-
-def count_vae_params(tree) -> int:
-    """Number of scalars in a tree of arrays or ShapeDtypeStructs (126,892,531 for the Wan2.1 VAE)."""
-    return int(sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree)))
+vae_params_of = trees.params_of
+count_vae_params = trees.count_params   # 126,892,531 for the Wan2.1 VAE
 
 
 def vae_from_params(config: WanVAEConfig, params: dict, **model_kwargs) -> WanVAE:
     """A WanVAE whose parameters are `params` (pure dict), built abstractly first (no random init)."""
-    graphdef, state = nnx.split(abstract_vae(config, **model_kwargs))
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(graphdef, state)
+    return trees.model_from_params(abstract_vae(config, **model_kwargs), params)

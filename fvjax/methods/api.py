@@ -1,0 +1,94 @@
+"""What a training method gives the rest of fvjax: one `MethodSpec` (registered by name), whose parts are
+
+- `roles`: the role names it uses and whether each must be trainable (DMD2 keeps the teacher frozen);
+- `config_cls` + `params`: its frozen config dataclass (the only part of the recipe its update sees) and
+  where each field may be written (`fvjax.schema.params`: method_config, and for FastVideo's older forms
+  training / pipeline_config);
+- `check`: invariants across its config and TrainingArgs; it may return TrainingArgs updates;
+- `update`: the factory of its pure update, `make(config, models, compute_dtype)` ->
+  `update(states, frozen, batch, key) -> (states, metrics)`; a "module:function" string is imported only
+  when training starts, so loading a recipe never imports the models;
+- hooks for what would otherwise be special cases elsewhere: `frozen_extras` (arrays prepared once at
+  start and passed, never donated, beside the frozen roles: DMD2's negative prompt), `validation_samplers`
+  (how validation renders its videos; default: UniPC with CFG), `optimizer_overrides` (per-role optimizer
+  fields: DMD2's critic reads fake_score_*), `ema_roles`, `input_files` (files the dry run checks), and
+  `data` (what each batch must hold).
+
+Metrics are named `<role>/<quantity>`; a metric ending in "loss" that is not finite stops the run.
+A method is one folder (its config, its update, its spec) and one registry entry: a built-in line in
+`fvjax/methods/registry.py`, an entry point in the group "fvjax.methods", or `register_method(spec)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from fvjax.schema.params import Param
+from fvjax.schema.training_args import ExecutionMode, TrainingArgs
+
+LATENTS_AND_TEXT = "latents+text"   # batches hold dataset latents and text embeddings
+TEXT_ONLY = "text"                  # only the text embeddings are read (latents give the shape at most)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleRequirement:
+    name: str
+    trainable: bool
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckContext:
+    where: object                                  # the recipe file
+    origins: dict[str, tuple[object, str]]         # config field -> (file, dotted key) it came from
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtrasContext:
+    """What `frozen_extras` may use: the built models, each role's weights path, the family."""
+    models: Mapping[str, Any]                      # role -> fvjax.training.roles.RoleModel
+    role_paths: Mapping[str, str]
+    family: Any                                    # fvjax.families.Family
+    where: object
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationContext:
+    """The recipe's validation settings, for `validation_samplers`."""
+    sampling_steps: tuple[int, ...]                # training.validation_sampling_steps
+    guidance_scales: tuple[float, ...]             # training.validation_guidance_scale
+    sampler_kind: str                              # pipeline_config.sampler_kind
+    flow_shift: float
+    where: object
+
+
+Check = Callable[[Any, TrainingArgs, CheckContext], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    mode: ExecutionMode
+    roles: tuple[RoleRequirement, ...]
+    config_cls: type
+    params: tuple[Param, ...]
+    update: str | Callable                         # "module:function" or the factory itself
+    check: Check | None = None
+    input_files: Callable[[Any], tuple[tuple[str, str], ...]] | None = None   # (dotted key, path); "" skipped
+    frozen_extras: Callable[[Any, ExtrasContext], dict[str, dict[str, Any]]] | None = None
+    validation_samplers: Callable[[Any, ValidationContext], list] | None = None   # -> [SamplerSpec]
+    optimizer_overrides: Callable[[Any, str], dict[str, Any]] | None = None       # (config, role) -> fields
+    ema_roles: tuple[str, ...] = ("student",)      # roles that keep an EMA when training.ema_decay > 0
+    sampled_role: str = "student"                  # validation renders it; the data's shapes follow it
+    data: str = LATENTS_AND_TEXT
+
+    @property
+    def role_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.roles)
+
+    def make_update(self) -> Callable:
+        if callable(self.update):
+            return self.update
+        from fvjax.plugins import load_object
+
+        return load_object(self.update)

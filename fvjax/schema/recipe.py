@@ -1,0 +1,79 @@
+"""The normalised recipe: frozen dataclasses the rest of fvjax reads (nothing else reads YAML)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from fvjax.schema.pipeline_config import PipelineConfig
+from fvjax.schema.training_args import TrainingArgs
+from fvjax.sharding.mesh import MeshPlan
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleSpec:
+    name: str
+    family: str
+    path: str
+    trainable: bool = True
+    # True: training.init_weights_from_safetensors does not apply to this role (FastVideo's teacher/critic).
+    disable_custom_init_weights: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One experiment. Equal recipes (whatever form they were written in) compare equal; where it came
+    from (`source`, `text`, `form`, `keys`) is kept for messages and checkpoints but not compared."""
+    family: str
+    method: str
+    roles: Mapping[str, RoleSpec]
+    training: TrainingArgs
+    pipeline: PipelineConfig
+    method_config: Any                       # the method's frozen config (DMD2Config, FinetuneConfig, ...)
+    mesh: MeshPlan
+    source: Path | None = dataclasses.field(default=None, compare=False)
+    text: str = dataclasses.field(default="", compare=False, repr=False)
+    form: str = dataclasses.field(default="phase3", compare=False)      # "phase2" (distill:) | "phase3"
+    roles_key: str = dataclasses.field(default="models", compare=False)  # "models" or "roles", as written
+    training_given: frozenset[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.roles, MappingProxyType):
+            object.__setattr__(self, "roles", MappingProxyType(dict(self.roles)))
+
+    @property
+    def mode(self):
+        return self.training.mode
+
+    @property
+    def trainable_roles(self) -> tuple[str, ...]:
+        return tuple(name for name, role in self.roles.items() if role.trainable)
+
+    @property
+    def frozen_roles(self) -> tuple[str, ...]:
+        return tuple(name for name, role in self.roles.items() if not role.trainable)
+
+    def role_key(self, name: str, field: str | None = None) -> str:
+        key = f"{self.roles_key}.{name}"
+        return f"{key}.{field}" if field else key
+
+    def init_weights_override(self, role: str) -> str | None:
+        """The safetensors file that replaces this role's initial weights, if any (FastVideo's
+        init_weights_from_safetensors, skipped for roles with disable_custom_init_weights)."""
+        path = self.training.init_weights_from_safetensors
+        if path and not self.roles[role].disable_custom_init_weights:
+            return path
+        return None
+
+    def with_overrides(self, *, output_dir: str | None = None, resume_from_checkpoint: str | None = None
+                       ) -> "Recipe":
+        """The CLI's runtime overrides (not part of the experiment definition)."""
+        changes: dict[str, Any] = {}
+        if output_dir is not None:
+            changes["output_dir"] = output_dir
+        if resume_from_checkpoint is not None:
+            changes["resume_from_checkpoint"] = resume_from_checkpoint
+        if not changes:
+            return self
+        return dataclasses.replace(self, training=self.training.replace(**changes))

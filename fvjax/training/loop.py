@@ -1,0 +1,264 @@
+"""The training loop: the only impure loop in fvjax.
+
+It builds the mesh and the roles' states, jits the method's pure update once (trainable states donated,
+frozen roles a separate non-donated argument), then for each step pulls a batch, calls the update with
+the key fold_in(seed, step), logs, checkpoints, and reacts to preemption and non-finite losses.
+
+Steps are numbered from 1 (FastVideo's convention: with generator_update_interval 5 the first student
+update is step 5). The batch of step s is batch s - 1 of the step-indexed data pipeline, and the update's
+key is fold_in(key(seed), s): a resumed run needs no saved RNG and repeats the uninterrupted run bit for
+bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from fvjax.cpu_tuning import compiler_options
+from fvjax.data.batches import DataConfig, TrainData
+from fvjax.families.registry import get_family
+from fvjax.methods.registry import get_method
+from fvjax.schema.recipe import Recipe
+from fvjax.sharding.logical import use_rules
+from fvjax.sharding.rules import rules_for
+from fvjax.training.checkpoint import Checkpointer, describe_no_checkpoint, resolve_resume
+from fvjax.training.metrics_log import MetricsLogger
+from fvjax.training.roles import Runtime, abstract_like, add_frozen_extras, build_runtime, compute_dtype
+from fvjax.training.validation import Validator
+
+BATCH_AXES = ("replica", "fsdp")   # data-parallel mesh axes (the rules' act_batch)
+EXIT_DIVERGED = 1
+
+
+class TrainingDiverged(Exception):
+    pass
+
+
+def make_update(recipe: Recipe, runtime: Runtime) -> Callable:
+    """The method's pure update(states, frozen, batch, key) -> (states, metrics), from its registry entry."""
+    make = get_method(recipe.method).make_update()
+    return make(recipe.method_config, runtime.models, compute_dtype(recipe.training.mixed_precision))
+
+
+def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
+    t = recipe.training
+    model = runtime.models[get_method(recipe.method).sampled_role].config
+    # FastVideo normalises dataset latents with the VAE of the model_path pipeline (the family knows where).
+    stats = get_family(recipe.family).latent_statistics(t.model_path or t.pretrained_model_name_or_path)
+    mean, std = stats if stats is not None else (None, None)
+    cfg = DataConfig(
+        data_path=t.data_path, seed=t.seed, num_latent_t=t.num_latent_t, training_cfg_rate=t.training_cfg_rate,
+        global_batch_size=t.train_batch_size * recipe.mesh.data_parallel * t.grad_accum,
+        text_dim=model.text_dim, latent_channels=model.in_channels, latents_mean=mean, latents_std=std)
+    return TrainData(cfg)
+
+
+def _batch_sharding(mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
+
+
+def _to_global(batch: dict[str, np.ndarray], grad_accum: int, data: TrainData, sharding) -> dict:
+    """This process's rows [A * b, ...] -> global arrays [A, B, ...]: micro-batch axis first, the batch
+    axis sharded over data parallel. Row r of micro-batch a is local row a * b + r."""
+    out = {}
+    for k, v in batch.items():
+        local = v.reshape((grad_accum, v.shape[0] // grad_accum) + v.shape[1:])
+        global_shape = (grad_accum, local.shape[1] * data.process_count) + local.shape[2:]
+        out[k] = jax.make_array_from_process_local_data(sharding, local, global_shape)
+    return out
+
+
+class _Preemption:
+    """SIGTERM (a preempted VM, a cluster's kill) -> save at the end of the current step and exit 0."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            # Every process must take the same decision: JAX's preemption sync point, not a local flag.
+            from jax.experimental import multihost_utils
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _first_nonfinite_loss(metrics: dict[str, float]) -> str | None:
+    for k, v in metrics.items():
+        if k.endswith("loss") and not math.isfinite(v):
+            return k
+    return None
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def _export_trained_weights(output_dir: str, runtime: Runtime, states: dict) -> None:
+    """Write each trainable role (and its EMA) as an fvjax weights directory <output_dir>/<role>[_ema],
+    the input of `python -m fvjax.convert fvjax-to-diffusers`. Every process joins the (collective)
+    orbax write into <dir>.new; process 0 then swaps it in, so a previous export is replaced whole."""
+    import shutil
+
+    from fvjax.weights.fvjax_dir import write_fvjax_dir
+
+    lead = jax.process_index() == 0
+    for name, state in states.items():
+        for suffix, params in (("", state.params), ("_ema", state.ema)):
+            if params is None:
+                continue
+            dst = os.path.join(output_dir, f"{name}{suffix}")
+            fresh = dst + ".new"
+            if lead:
+                shutil.rmtree(fresh, ignore_errors=True)
+            _sync(f"export {fresh}")
+            model = runtime.models[name]
+            write_fvjax_dir(fresh, model.family, model.config, params, source=f"fvjax training, role {name}{suffix}")
+            _sync(f"exported {fresh}")
+            if lead:
+                shutil.rmtree(dst, ignore_errors=True)
+                os.rename(fresh, dst)
+
+
+def _enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache, so a resumed or repeated run skips most compile time (minutes
+    for full-size models). JAX_COMPILATION_CACHE_DIR (or jax.config) chooses the place; the default is
+    ~/.cache/fvjax/jax_compilation."""
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir",
+                          os.path.join(os.path.expanduser("~"), ".cache", "fvjax", "jax_compilation"))
+
+
+def run_training(recipe: Recipe, mesh) -> int:
+    """Train `recipe` on `mesh` (built once by the CLI from the recipe's plan: fvjax.sharding.mesh)."""
+    _enable_compilation_cache()
+    if mesh.devices.size < len(jax.devices()):
+        print(f"fvjax: using {mesh.devices.size} of the {len(jax.devices())} devices present "
+              f"(training.num_gpus = {recipe.mesh.num_devices})", file=sys.stderr)
+    _, rules = rules_for(recipe.mesh)
+    validator = Validator.from_recipe(recipe)   # bad validation settings fail before any model is built
+    with use_rules(mesh, rules):
+        runtime = build_runtime(recipe, mesh, rules)
+        add_frozen_extras(recipe, runtime)   # e.g. dmd2's negative prompt for the teacher's CFG
+        return _train(recipe, runtime, validator)
+
+
+def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None) -> int:
+    t = recipe.training
+    lead = jax.process_index() == 0
+    data = _data(recipe, runtime)
+    states = runtime.states
+    ckpt = Checkpointer.for_output_dir(t.output_dir, interval_steps=t.training_state_checkpointing_steps,
+                                       total_limit=t.checkpoints_total_limit)
+    start_step = 0
+    resume = resolve_resume(t.resume_from_checkpoint, t.output_dir)
+    if t.resume_from_checkpoint and resume is None and lead:
+        print(f"fvjax: {describe_no_checkpoint(t.output_dir)}", file=sys.stderr)
+    iterator = data.iterator(0)
+    if resume is not None:
+        restored = Checkpointer(resume.root, read_only=True).restore(
+            resume.step, abstract_like(states, runtime.state_shardings))
+        states, start_step = restored.state, restored.step
+        iterator.set_state(restored.data_state, where=f"{resume.path}: data")
+        if lead:
+            print(f"fvjax: resumed from {resume.path} (step {start_step})", file=sys.stderr)
+
+    update = jax.jit(make_update(recipe, runtime),
+                     in_shardings=(runtime.state_shardings, runtime.frozen_shardings,
+                                   _batch_sharding(runtime.mesh), None),
+                     out_shardings=(runtime.state_shardings, None), donate_argnums=(0,),
+                     compiler_options=compiler_options())
+    base_key = jax.random.key(t.seed)
+    batch_sharding = _batch_sharding(runtime.mesh)
+    logger = MetricsLogger(t.output_dir, t.trackers, t.tracker_project_name, t.wandb_run_name, recipe.text)
+    sampled = get_method(recipe.method).sampled_role
+    if validator is not None:   # FastVideo validates once before the first step too
+        validator.run(start_step, runtime.models[sampled], states[sampled].params, logger)
+    preemption = _Preemption()
+    bar = _progress(start_step, t.max_train_steps, lead)
+    step = start_step
+    try:
+        while step < t.max_train_steps:
+            step += 1
+            batch = _to_global(next(iterator), t.grad_accum, data, batch_sharding)
+            began = time.perf_counter()
+            states, metrics = update(states, runtime.frozen, batch, jax.random.fold_in(base_key, step))
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            metrics["step_time_sec"] = time.perf_counter() - began
+            bad = _first_nonfinite_loss(metrics)
+            if bad:
+                raise TrainingDiverged(f"step {step}: {bad} is {metrics[bad]}")
+            logger.log(step, metrics)
+            bar.show(step, metrics)
+            if validator is not None and validator.due(step):
+                validator.run(step, runtime.models[sampled], states[sampled].params, logger)
+            if ckpt.should_save(step) or step == t.max_train_steps:
+                ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
+            if preemption.reached(step):
+                ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
+                ckpt.wait_until_finished()
+                if lead:
+                    print(f"fvjax: preempted; saved checkpoint {step} in {ckpt.root}; resume with "
+                          "--resume-from-checkpoint latest", file=sys.stderr)
+                return 0
+        ckpt.wait_until_finished()
+        _export_trained_weights(t.output_dir, runtime, states)
+    except TrainingDiverged as err:
+        bar.close()  # before the message, so the error stays the last line on the terminal
+        ckpt.wait_until_finished()
+        latest = ckpt.latest_step()
+        kept = f"the last good checkpoint is {ckpt.root}/{latest}" if latest else "no checkpoint was saved"
+        print(f"fvjax: error: {recipe.source}: training stopped at {err}; {kept} (lower training.learning_rate "
+              f"or raise max_grad_norm, then resume)", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
+    finally:
+        bar.close()
+        logger.close()
+        preemption.restore()
+        ckpt.close()
+    return 0
+
+
+@dataclasses.dataclass
+class _Bar:
+    bar: Any
+    last: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def show(self, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        now = time.perf_counter()
+        rate = 1.0 / max(now - self.last, 1e-9)
+        self.last = now
+        loss = {k.replace("/", " "): f"{v:.4g}" for k, v in metrics.items() if k.endswith("loss")}
+        lr = {k.split("/")[0] + " lr": f"{v:.3g}" for k, v in metrics.items() if k.endswith("/lr")}
+        self.bar.set_postfix({**loss, **lr, "steps/s": f"{rate:.2f}"}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(start: int, total: int, lead: bool) -> _Bar:
+    if not lead:
+        return _Bar(None)
+    from tqdm import tqdm
+    return _Bar(tqdm(total=total, initial=start, desc="training", unit="step", dynamic_ncols=True))

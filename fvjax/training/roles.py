@@ -1,0 +1,199 @@
+"""Roles -> train states. Each role of the recipe becomes a model definition (static) and, for
+trainable roles, a `RoleState` of plain pytrees (params, optimizer state, EMA, step); frozen roles hold
+params only.
+
+Every role is built abstractly first (`nnx.eval_shape`), given shardings from the logical axis rules on
+the mesh, then filled: weights are read straight into sharded arrays, random initialisation (built-in
+presets) runs under `jax.jit` with those shardings, optimizer states are initialised under `jax.jit`
+too. Nothing is ever materialised whole on one device unless its sharding says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from fvjax.errors import fail
+from fvjax.families.api import Family
+from fvjax.families.registry import get_family
+from fvjax.methods.api import ExtrasContext
+from fvjax.methods.registry import get_method
+from fvjax.models.params import params_of
+from fvjax.schema.recipe import Recipe
+from fvjax.training.optim import OptimizerConfig, build_optimizer, ema_enabled, ema_init
+from fvjax.sharding.logical import Rules
+from fvjax.sharding.rules import param_specs
+
+PRECISION_DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
+# FastVideo computes under bf16 autocast; `training.mixed_precision: "no"` (accelerate's spelling) or
+# "fp32" asks for fp32 compute (CPU tests and demos, numerics checks).
+FP32_COMPUTE = ("no", "fp32", "float32")
+# FastVideo's enable_gradient_checkpointing_type -> fvjax remat policy of the scanned block.
+REMAT_POLICIES = {None: "none", "full": "full", "ops": "dots_with_no_batch_dims", "block_skip": "full"}
+
+
+@flax.struct.dataclass
+class RoleState:
+    """The trainable, checkpointed state of one role: arrays only."""
+    params: Any
+    opt_state: Any
+    ema: Any                     # None when EMA is off
+    step: jax.Array              # int32: optimizer updates applied to this role
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RoleModel:
+    """What a method needs to run one role: the model definition and, if trainable, its optimizer."""
+    name: str
+    config: Any                  # the family's model config
+    graphdef: Any
+    trainable: bool
+    optimizer: OptimizerConfig | None = None
+    tx: optax.GradientTransformation | None = None
+    family: Family | None = None
+
+    def apply(self, params, hidden_states, timestep, encoder_hidden_states) -> jax.Array:
+        return nnx.merge(self.graphdef, params)(hidden_states, timestep, encoder_hidden_states)
+
+
+@dataclasses.dataclass
+class Runtime:
+    mesh: Mesh
+    rules: Rules
+    models: dict[str, RoleModel]
+    states: dict[str, RoleState]          # trainable roles (donated, checkpointed)
+    frozen: dict[str, Any]                # frozen roles' params (never donated, never saved)
+    state_shardings: dict[str, Any]
+    frozen_shardings: dict[str, Any]
+
+
+def compute_dtype(mixed_precision: str):
+    """The compute dtype training.mixed_precision asks for."""
+    return jnp.float32 if mixed_precision.lower() in FP32_COMPUTE else jnp.bfloat16
+
+
+def optimizer_config(recipe: Recipe, role: str) -> OptimizerConfig:
+    """FastVideo's optimizer fields for a trainable role: TrainingArgs' main fields, with what the method
+    overrides for this role (DMD2's critic: the fake_score_* fields), EMA for the method's EMA roles."""
+    t = recipe.training
+    method = get_method(recipe.method)
+    cfg = OptimizerConfig(
+        learning_rate=t.learning_rate, betas=t.betas, weight_decay=t.weight_decay, lr_scheduler=t.lr_scheduler,
+        lr_warmup_steps=t.lr_warmup_steps, lr_num_cycles=t.lr_num_cycles, lr_power=t.lr_power,
+        min_lr_ratio=t.min_lr_ratio, lr_step_rules=t.lr_step_rules or None, max_train_steps=t.max_train_steps,
+        max_grad_norm=t.max_grad_norm or 0.0,
+        ema_decay=t.ema_decay if role in method.ema_roles else 0.0, ema_start_step=t.ema_start_step)
+    if method.optimizer_overrides is not None:
+        cfg = dataclasses.replace(cfg, **method.optimizer_overrides(recipe.method_config, role))
+    return cfg.check(recipe.source, "training")
+
+
+def _shardings(mesh: Mesh, rules: Rules, family: Family, config, abstract: dict, plan) -> dict:
+    specs = param_specs(family.param_logical_axes(config), abstract, rules, plan)
+    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
+                        is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+
+def _preset_key(seed: int, path: str) -> jax.Array:
+    # The same (seed, path) gives the same weights, as two roles loading one checkpoint do in FastVideo.
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(path.encode()))
+
+
+def _random_params(family: Family, config, key: jax.Array, param_dtype, shardings: dict) -> dict:
+    def init():
+        return params_of(family.build_model(config, rngs=nnx.Rngs(params=key), param_dtype=param_dtype,
+                                            dtype=jnp.float32))
+    return jax.jit(init, out_shardings=shardings)()
+
+
+def _load_role_params(recipe: Recipe, name: str, family: Family, config, kind: str, param_dtype,
+                      shardings: dict) -> dict:
+    from fvjax.weights.loading import load_params, load_params_from_safetensors
+
+    role = recipe.roles[name]
+    key = recipe.role_key(name, "path")
+    override = recipe.init_weights_override(name)
+    if override:  # FastVideo's init_weights_from_safetensors replaces the role's weights entirely
+        return load_params_from_safetensors(override, family, config, jnp.dtype(param_dtype), shardings)
+    if kind == "preset":
+        return _random_params(family, config, _preset_key(recipe.training.seed, role.path), param_dtype, shardings)
+    loaded_config, params = load_params(role.path, jnp.dtype(param_dtype), shardings, where=f"{recipe.source}: {key}",
+                                        family=family)
+    if loaded_config != config:
+        fail(recipe.source, key, "the weights' config differs from the one the plan resolved")
+    return params
+
+
+def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules) -> Runtime:
+    t = recipe.training
+    param_dtype = PRECISION_DTYPES[t.dit_precision]
+    dtype = compute_dtype(t.mixed_precision)
+    remat_policy = REMAT_POLICIES[t.enable_gradient_checkpointing_type]
+    models, states, frozen, state_sh, frozen_sh = {}, {}, {}, {}, {}
+    for name, role in recipe.roles.items():
+        family = get_family(role.family)
+        source = family.resolve_model(role.path, recipe.source, recipe.role_key(name, "path"))
+        if not source.weights_present:
+            fail(recipe.source, recipe.role_key(name, "path"), f"weights not available: {source.detail}")
+        config = source.config
+        # FastVideo rematerialises trainable roles only; a frozen role never runs a backward pass.
+        model = family.abstract_model(config, param_dtype, dtype=dtype,
+                                      remat_policy=remat_policy if role.trainable else "none")
+        graphdef = nnx.graphdef(model)
+        abstract = params_of(model)
+        shardings = _shardings(mesh, rules, family, config, abstract, recipe.mesh)
+        params = _load_role_params(recipe, name, family, config, source.kind, param_dtype, shardings)
+        if not role.trainable:
+            models[name] = RoleModel(name, config, graphdef, trainable=False, family=family)
+            frozen[name], frozen_sh[name] = params, shardings
+            continue
+        opt_cfg = optimizer_config(recipe, name)
+        tx = build_optimizer(opt_cfg)
+        models[name] = RoleModel(name, config, graphdef, True, opt_cfg, tx, family)
+        states[name], state_sh[name] = _init_state(params, shardings, tx, ema_enabled(opt_cfg))
+    return Runtime(mesh, rules, models, states, frozen, state_sh, frozen_sh)
+
+
+def _init_state(params: dict, shardings: dict, tx: optax.GradientTransformation, with_ema: bool):
+    """A RoleState and its shardings; optimizer leaves shaped like params take the params' shardings,
+    everything else (counts) is replicated."""
+    mesh = jax.tree.leaves(shardings)[0].mesh
+    replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
+    opt_shape = jax.eval_shape(tx.init, params)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_shape, shardings,
+                                   transform_non_params=lambda _: replicated)
+    sharding = RoleState(params=shardings, opt_state=opt_sh, ema=shardings if with_ema else None,
+                         step=replicated)
+
+    def init(p):
+        return RoleState(params=p, opt_state=tx.init(p), ema=ema_init(p) if with_ema else None,
+                         step=jnp.zeros((), jnp.int32))
+    return jax.jit(init, out_shardings=sharding)(params), sharding
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying shardings, for restoring a checkpoint onto the same layout."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def add_frozen_extras(recipe: Recipe, runtime: Runtime) -> None:
+    """The method's `frozen_extras` (e.g. DMD2's negative prompt), prepared once and placed in
+    runtime.frozen: replicated, never donated, never checkpointed."""
+    method = get_method(recipe.method)
+    if method.frozen_extras is None:
+        return
+    ctx = ExtrasContext(models=runtime.models, role_paths={n: r.path for n, r in recipe.roles.items()},
+                        family=get_family(recipe.family), where=recipe.source)
+    replicated = NamedSharding(runtime.mesh, jax.sharding.PartitionSpec())
+    for name, arrays in method.frozen_extras(recipe.method_config, ctx).items():
+        # From a callback, so every process of a multi-host run places its own identical copy.
+        runtime.frozen[name] = {k: jax.make_array_from_callback(v.shape, replicated, lambda i, v=v: v[i])
+                                for k, v in arrays.items()}
+        runtime.frozen_shardings[name] = {k: replicated for k in arrays}
