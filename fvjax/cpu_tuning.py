@@ -79,12 +79,13 @@ def _jax_will_use_cpu() -> bool:
 
 
 @functools.cache
-def compiler_options() -> dict[str, str]:
-    """Per-jit XLA options for training steps on the CPU backend ({} elsewhere or when unsupported)."""
+def compiler_options(platform: str | None = None) -> dict[str, str]:
+    """Per-jit XLA options for training steps compiled for `platform` (default: JAX's default backend):
+    the CPU's below, {} for other platforms or when this XLA does not know them."""
     import jax
     import jax.numpy as jnp
 
-    if jax.default_backend() != "cpu":
+    if (platform or jax.default_backend()) != "cpu" or jax.default_backend() != "cpu":
         return {}
     options = {_YNN_FUSION_OPTION: _YNN_MATMULS_ONLY}
     try:  # XLA rejects unknown options: probe once, so other jaxlib versions compile as before

@@ -14,7 +14,8 @@ causal, scale 1/sqrt(D) — what Wan uses for both self- and cross-attention. Ba
   When sharding rules are active (`fvjax.sharding.use_rules`) it runs under `shard_map`: q keeps its
   batch / sequence / head sharding, k and v are gathered along the sequence. Off TPU the kernel runs
   in Pallas interpret mode (slow, for tests only).
-- "auto": splash on TPU, cuDNN on GPU when the dtype allows, else xla.
+- "auto": splash on TPU, cuDNN on GPU when the dtype allows, else xla — the platform being the target's
+  (fvjax/models/platform.py: the active mesh's devices), not the host's.
 
 On the CPU the tests check "splash" (interpreted, also under shard_map) against "xla". "cudnn" was checked
 on an H200 (benchmarks/bench_dit_accelerator.py: outputs and gradients within bf16 rounding of "xla";
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from fvjax.models import matmuls
+from fvjax.models.platform import target_platform
 from fvjax.sharding.logical import active_rules, logical_to_spec
 
 BACKENDS = ("auto", "xla", "cudnn", "splash")
@@ -42,7 +44,7 @@ def resolve_backend(backend: str, dtype, head_dim: int) -> str:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
     if backend != "auto":
         return backend
-    platform = jax.default_backend()
+    platform = target_platform()
     if platform == "tpu":
         return "splash"
     if platform in ("gpu", "cuda", "rocm") and _cudnn_supports(dtype, head_dim):
@@ -65,7 +67,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, backend: str = "auto"
                              f"got {q.dtype}, head_dim {q.shape[-1]}; use backend 'xla' or compute in bf16")
         return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
     # Off TPU the Pallas kernel runs in interpret mode (slow; lets CPU tests check its numerics).
-    return splash_attention(q, k, v, interpret=jax.default_backend() != "tpu")
+    return splash_attention(q, k, v, interpret=target_platform() != "tpu")
 
 
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:

@@ -9,8 +9,9 @@ backward materialises the small transposed operand first and, where the product'
 transposed back, the output too; the optimization barriers keep XLA from folding those transposes
 into the product again. A transpose costs a fraction of what it saves (benchmarks/README.md).
 
-The custom VJPs are chosen when the default backend is the CPU (at trace time, like attention's
-"auto"); GPU and TPU compilers choose operand layouts themselves and get plain autodiff. Remat
+The custom VJPs are chosen when the target platform is the CPU (fvjax/models/platform.py: the active
+mesh's devices, else the default backend; at trace time, like attention's "auto"); GPU and TPU
+compilers choose operand layouts themselves and get plain autodiff. Remat
 policies see through the custom VJPs (a "dots" policy still saves the products' outputs).
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+from fvjax.models.platform import target_platform
 
 
 def _t(x: jax.Array) -> jax.Array:
@@ -73,7 +76,7 @@ _CPU_WEIGHTED_VALUES = _with_backward(_plain_weighted_values, _weighted_values_b
 
 
 def _on_cpu() -> bool:
-    return jax.default_backend() == "cpu"
+    return target_platform() == "cpu"
 
 
 def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:

@@ -27,6 +27,7 @@ from fvjax.cpu_tuning import compiler_options
 from fvjax.data.batches import DataConfig, TrainData
 from fvjax.families.registry import get_family
 from fvjax.methods.registry import get_method
+from fvjax.models.platform import mesh_platform
 from fvjax.schema.recipe import Recipe
 from fvjax.sharding.logical import use_rules
 from fvjax.sharding.rules import rules_for
@@ -184,7 +185,7 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
                      in_shardings=(runtime.state_shardings, runtime.frozen_shardings,
                                    _batch_sharding(runtime.mesh), None),
                      out_shardings=(runtime.state_shardings, None), donate_argnums=(0,),
-                     compiler_options=compiler_options())
+                     compiler_options=compiler_options(mesh_platform(runtime.mesh)))
     base_key = jax.random.key(t.seed)
     batch_sharding = _batch_sharding(runtime.mesh)
     logger = MetricsLogger(t.output_dir, t.trackers, t.tracker_project_name, t.wandb_run_name, recipe.text)

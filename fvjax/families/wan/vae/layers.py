@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fvjax.models.platform import target_platform
+
 CACHE_FRAMES = 2  # a 3-frame causal kernel needs the 2 frames before the chunk
 CONV_IMPLS = ("auto", "taps", "conv3d")
 _HALF = (jnp.bfloat16, jnp.float16)
@@ -30,7 +32,7 @@ def resolve_conv_impl(impl: str) -> str:
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}; got {impl!r}")
     if impl == "auto":
-        return "taps" if jax.default_backend() == "cpu" else "conv3d"
+        return "taps" if target_platform() == "cpu" else "conv3d"
     return impl
 
 
