@@ -27,16 +27,18 @@ def load_object(target: str):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, group: str, builtins: dict[str, str], name_of: Callable[[T], str],
-                 check: Callable[[object], T]):
+    def __init__(self, kind: str, group: str, builtins: dict[str, str], expected: type, name_of: Callable[[T], str]):
+        """`kind` names the plug-in in messages; `group` is its entry-point group; `expected` its type."""
         self.kind, self.group = kind, group
         self._builtins = dict(builtins)
-        self._name_of, self._check = name_of, check
+        self._expected, self._name_of = expected, name_of
         self._entries: dict[str, T] = {}
         self._entry_points_read: set[str] = set()
 
     def register(self, obj: T) -> T:
-        obj = self._check(obj)
+        if not isinstance(obj, self._expected):
+            raise TypeError(f"a {self.kind} must be a {self._expected.__module__}.{self._expected.__name__}, "
+                            f"got {obj!r}")
         name = self._name_of(obj)
         if name in self._entries:
             raise KeyError(f"{self.kind} {name!r} is already registered")

@@ -139,3 +139,14 @@ def test_trained_student_exports_to_diffusers(tmp_path, straight_run):
         want = torch_model(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(text)).sample.numpy()
     got = np.asarray(fvjax.load_transformer(straight_run / "student")(x, t, text))
     assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
+
+
+def test_metrics_fetched_every_few_steps_still_log_every_step(tmp_path, data, straight_run):
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "recipe.yaml", finetune_recipe(
+        data, out, max_train_steps=STEPS, training_state_checkpointing_steps=HALF, log_steps=7))
+    assert train_in_process(recipe) == 0
+    drop_time = lambda row: {k: v for k, v in row.items() if k != "step_time_sec"}  # noqa: E731
+    expected, got = metrics_by_step(straight_run), metrics_by_step(out)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    assert all(drop_time(got[s]) == drop_time(expected[s]) for s in expected)

@@ -95,3 +95,21 @@ def test_full_size_finetune_dry_run_prints_counts_and_per_device_bytes(capsys):
     # 1,418,996,800 fp32 params over 8 fsdp shards + two fp32 AdamW moments.
     assert "per device: params 679.11 MiB + AdamW m,v 1.33 GiB = 1.99 GiB" in out
     assert "mesh        replica=1 x fsdp=8 x sp=1 x tp=1" in out
+
+
+def test_nonfinite_loss_between_fetches_is_caught_before_the_next_checkpoint(tmp_path, data, capsys):
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "r.yaml", finetune_recipe(
+        data, out, max_train_steps=50, learning_rate=1.0e8, max_grad_norm=0.0, lr_warmup_steps=0,
+        lr_scheduler="constant", training_state_checkpointing_steps=2, log_steps=3))
+    with pytest.raises(SystemExit) as stop:
+        train_in_process(recipe)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    bad_step = int(err.split("training stopped at step ")[1].split(":")[0])
+    rows = metrics_by_step(out)
+    assert sorted(rows) == list(range(1, bad_step))   # every step before the first bad one, nothing after
+    steps = Checkpointer(checkpoint_root(str(out)), read_only=True).all_steps()
+    assert all(s < bad_step for s in steps)
+    kept = f"last good checkpoint is {checkpoint_root(str(out))}/{max(steps)}" if steps else "no checkpoint was saved"
+    assert kept in err

@@ -12,13 +12,7 @@ from fvjax.plugins import Registry
 BUILTIN = {"wan": "fvjax.families.wan.family:WAN"}
 
 
-def _check(obj: object) -> Family:
-    if not isinstance(obj, Family):
-        raise TypeError(f"a model family must be an instance of fvjax.families.Family, got {obj!r}")
-    return obj
-
-
-_FAMILIES: Registry[Family] = Registry("family", "fvjax.families", BUILTIN, lambda f: f.name, _check)
+_FAMILIES: Registry[Family] = Registry("family", "fvjax.families", BUILTIN, Family, lambda f: f.name)
 register_family = _FAMILIES.register
 
 

@@ -12,13 +12,7 @@ from fvjax.plugins import Registry
 BUILTIN = {"dmd2": "fvjax.methods.dmd2:METHOD", "finetune": "fvjax.methods.finetune:METHOD"}
 
 
-def _check(obj: object) -> MethodSpec:
-    if not isinstance(obj, MethodSpec):
-        raise TypeError(f"a method must be a fvjax.methods.MethodSpec, got {obj!r}")
-    return obj
-
-
-_METHODS: Registry[MethodSpec] = Registry("method", "fvjax.methods", BUILTIN, lambda m: m.name, _check)
+_METHODS: Registry[MethodSpec] = Registry("method", "fvjax.methods", BUILTIN, MethodSpec, lambda m: m.name)
 register_method = _METHODS.register
 
 

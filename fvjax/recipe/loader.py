@@ -132,6 +132,8 @@ def _check_ranges(training: TrainingArgs, where: object) -> None:
     for name in _UNIT_INTERVAL:
         if not 0.0 <= getattr(training, name) <= 1.0:
             fail(where, f"training.{name}", f"is {getattr(training, name)}; must be in [0, 1]")
+    if training.log_steps < 1:
+        fail(where, "training.log_steps", f"is {training.log_steps}; must be >= 1")
     if not 0.0 <= training.ema_decay < 1.0:
         fail(where, "training.ema_decay", f"is {training.ema_decay}; must be in [0, 1)")
     if training.lr_scheduler == "piecewise_constant" or training.fake_score_lr_scheduler == "piecewise_constant":

@@ -208,6 +208,8 @@ class TrainingArgs:
     trackers: tuple[str, ...] = _f((), F.str_list, "validation", "trackers (tensorboard, wandb, none)")
     tracker_project_name: str = _f("", _str, "validation", "tracker project")
     wandb_run_name: str = _f("", _str, "validation", "tracker run name")
+    log_steps: int = _f(1, _int, "validation", "fvjax addition: fetch metrics from the devices every N steps "
+                        "(every step is still logged; 1 = FastVideo's per-step sync)")
 
     @property
     def grad_accum(self) -> int:

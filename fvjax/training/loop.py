@@ -4,6 +4,10 @@ It builds the mesh and the roles' states, jits the method's pure update once (tr
 frozen roles a separate non-donated argument), then for each step pulls a batch, calls the update with
 the key fold_in(seed, step), logs, checkpoints, and reacts to preemption and non-finite losses.
 
+Metrics stay on the devices between fetches: every `training.log_steps` steps (and before a checkpoint,
+a validation, a preemption save or the end) the pending steps' metrics come to the host together, are
+checked for non-finite losses and logged step by step, so the host does not wait for every step.
+
 Steps are numbered from 1 (FastVideo's convention: with generator_update_interval 5 the first student
 update is step 5). The batch of step s is batch s - 1 of the step-indexed data pipeline, and the update's
 key is fold_in(key(seed), s): a resumed run needs no saved RNG and repeats the uninterrupted run bit for
@@ -195,24 +199,24 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
     preemption = _Preemption()
     bar = _progress(start_step, t.max_train_steps, lead)
     step = start_step
+    pending = _PendingMetrics(logger, bar)
     try:
         while step < t.max_train_steps:
             step += 1
             batch = _to_global(next(iterator), t.grad_accum, data, batch_sharding)
             began = time.perf_counter()
             states, metrics = update(states, runtime.frozen, batch, jax.random.fold_in(base_key, step))
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            metrics["step_time_sec"] = time.perf_counter() - began
-            bad = _first_nonfinite_loss(metrics)
-            if bad:
-                raise TrainingDiverged(f"step {step}: {bad} is {metrics[bad]}")
-            logger.log(step, metrics)
-            bar.show(step, metrics)
-            if validator is not None and validator.due(step):
+            pending.add(step, metrics, began)
+            validate = validator is not None and validator.due(step)
+            save = ckpt.should_save(step) or step == t.max_train_steps
+            preempted = preemption.reached(step)
+            if step % t.log_steps == 0 or validate or save or preempted:
+                pending.flush()   # raises TrainingDiverged before anything is saved from a diverged step
+            if validate:
                 validator.run(step, runtime.models[sampled], states[sampled].params, logger)
-            if ckpt.should_save(step) or step == t.max_train_steps:
+            if save:
                 ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
-            if preemption.reached(step):
+            if preempted:
                 ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
                 ckpt.wait_until_finished()
                 if lead:
@@ -235,6 +239,38 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
         preemption.restore()
         ckpt.close()
     return 0
+
+
+class _PendingMetrics:
+    """Device metrics of the steps since the last fetch; `flush` fetches them in one transfer, stops at the
+    first non-finite loss, and logs each step (step_time_sec: wall time from the window's first update
+    call to the fetch, per step; with log_steps 1 one update and its fetch, as before)."""
+
+    def __init__(self, logger: MetricsLogger, bar: "_Bar"):
+        self.logger, self.bar = logger, bar
+        self.steps: list[tuple[int, Any]] = []
+        self.since = 0.0
+
+    def add(self, step: int, metrics: Any, began: float) -> None:
+        if not self.steps:
+            self.since = began
+        self.steps.append((step, metrics))
+
+    def flush(self) -> None:
+        if not self.steps:
+            return
+        fetched = jax.device_get([m for _, m in self.steps])
+        now = time.perf_counter()
+        per_step = (now - self.since) / len(self.steps)
+        steps, self.steps = self.steps, []
+        for (step, _), values in zip(steps, fetched):
+            metrics = {k: float(v) for k, v in values.items()}
+            metrics["step_time_sec"] = per_step
+            bad = _first_nonfinite_loss(metrics)
+            if bad:
+                raise TrainingDiverged(f"step {step}: {bad} is {metrics[bad]}")
+            self.logger.log(step, metrics)
+            self.bar.show(step, metrics)
 
 
 @dataclasses.dataclass
