@@ -38,7 +38,8 @@ from typing import Iterator
 import grain
 import numpy as np
 
-from fvjax.data.sources import FLAG, RawSample, Source, check_sample_shapes, open_source
+from fvjax.data.sample import FLAG, RawSample, Source, check_sample_shapes
+from fvjax.data.sources import open_source
 from fvjax.errors import UserError
 
 # Effectively endless: the loop decides when to stop.

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import ml_dtypes
 import numpy as np
 
-from fvjax.data.sources import RawSample
+from fvjax.data.sample import RawSample
 from fvjax.io.atomic import atomic_directory
 from fvjax.errors import UserError
 

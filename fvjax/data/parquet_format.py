@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fvjax.data.sources import FLAG, RawSample
+from fvjax.data.sample import FLAG, RawSample
 from fvjax.io.atomic import atomic_directory
 from fvjax.errors import UserError
 

@@ -1,7 +1,7 @@
 """Random-access sources of preprocessed samples, one per on-disk format, chosen automatically.
 
-A source is a sequence of `RawSample`s (latents [C, T, H, W] and the valid text tokens [L, D], both
-float32) with a `fingerprint` that identifies the data for resume checks. `open_source(path)` picks:
+A source is a sequence of `RawSample`s (sample.py: latents [C, T, H, W] and the valid text tokens [L, D],
+both float32) with a `fingerprint` that identifies the data for resume checks. `open_source(path)` picks:
 - fvjax's own format when `path/manifest.json` exists (see fvjax/data/fvjax_format.py);
 - FastVideo's parquet when `path` is a .parquet file or a directory holding .parquet files (searched
   recursively, e.g. FastVideo's `combined_parquet_dataset/`; see fvjax/data/parquet_format.py).
@@ -9,31 +9,11 @@ float32) with a `fingerprint` that identifies the data for resume checks. `open_
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Protocol
 
-import numpy as np
-
+from fvjax.data.fvjax_format import FvjaxSource
+from fvjax.data.parquet_format import ParquetSource
+from fvjax.data.sample import FLAG, Source
 from fvjax.errors import UserError
-
-FLAG = "training.data_path"
-
-
-class RawSample(NamedTuple):
-    latents: np.ndarray      # float32 [C, T, H, W]
-    text_embeds: np.ndarray  # float32 [L, D], L = valid tokens (may exceed the padded length; cropped later)
-    where: str               # file (and row) it came from, for error messages
-
-
-class Source(Protocol):
-    path: str
-    format: str
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> RawSample: ...
-
-    @property
-    def fingerprint(self) -> dict: ...
 
 
 def detect_format(path: str) -> str:
@@ -63,15 +43,5 @@ def open_source(path: str) -> Source:
     path = os.fspath(path)
     fmt = detect_format(path)
     if fmt == "fvjax":
-        from fvjax.data.fvjax_format import FvjaxSource
         return FvjaxSource(os.path.dirname(path) if os.path.isfile(path) else path)
-    from fvjax.data.parquet_format import ParquetSource
     return ParquetSource(path)
-
-
-def check_sample_shapes(latents: np.ndarray, text: np.ndarray, where: str, latent_key: str, text_key: str,
-                        latent_channels: int = 16) -> None:
-    if latents.ndim != 4 or latents.shape[0] != latent_channels:
-        raise UserError(where, latent_key, f"latents must be [{latent_channels}, T, H, W], got {list(latents.shape)}")
-    if text.ndim != 2:
-        raise UserError(where, text_key, f"text embedding must be [L, D], got {list(text.shape)}")

@@ -80,7 +80,12 @@ class MethodSpec:
     optimizer_overrides: Callable[[Any, str], dict[str, Any]] | None = None       # (config, role) -> fields
     ema_roles: tuple[str, ...] = ("student",)      # roles that keep an EMA when training.ema_decay > 0
     sampled_role: str = "student"                  # validation renders it; the data's shapes follow it
-    data: str = LATENTS_AND_TEXT
+    data: str | Callable[[Any], str] = LATENTS_AND_TEXT   # or a function of the config
+
+    def data_needs(self, config: Any) -> str:
+        """LATENTS_AND_TEXT or TEXT_ONLY for this config (the dry run says which; text-only datasets are
+        read once the data pipeline accepts them)."""
+        return self.data(config) if callable(self.data) else self.data
 
     @property
     def role_names(self) -> tuple[str, ...]:

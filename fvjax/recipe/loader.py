@@ -201,11 +201,12 @@ def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int
     precision = t_prec or p_prec or TRAINING_FIELDS["dit_precision"].default
     values["dit_precision"] = pipeline_values["dit_precision"] = precision
 
-    student = roles.get("student")
+    # FastVideo: model_path defaults to the student's path (the role the method samples with).
+    sampled = roles.get(method.sampled_role)
     if not values.get("model_path"):
-        if student is None:
-            fail(where, "training.model_path", f"is missing and {roles_key}.student is not provided")
-        values["model_path"] = student.path
+        if sampled is None:
+            fail(where, "training.model_path", f"is missing and {roles_key}.{method.sampled_role} is not provided")
+        values["model_path"] = sampled.path
     if not values.get("pretrained_model_name_or_path"):
         values["pretrained_model_name_or_path"] = values["model_path"]
     for field, role in (("real_score_model_path", "teacher"), ("fake_score_model_path", "critic")):

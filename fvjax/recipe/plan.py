@@ -7,6 +7,8 @@ import functools
 
 from fvjax.families.api import Family, ModelSource
 from fvjax.families.registry import get_family
+from fvjax.methods.api import TEXT_ONLY
+from fvjax.methods.registry import get_method
 from fvjax.recipe.preflight import Problem, find_problems, resolve_sources
 from fvjax.schema.recipe import Recipe
 from fvjax.schema.training_args import IGNORED, TRAINING_FIELDS
@@ -129,6 +131,9 @@ def render(plan: RunPlan, devices_present: str) -> str:
         lines.append(f"             per device: {detail} = {_gib(mem.total_bytes)}")
     lines.append(f"  state per device (all roles, before activations): {_gib(plan.total_bytes_per_device)}")
     lines.append(f"  method      {r.method_config}")
+    needs = get_method(r.method).data_needs(r.method_config)
+    lines.append(f"  data        {t.data_path or '(unset)'}: the method reads "
+                 f"{'text embeddings only (latents give the shape)' if needs == TEXT_ONLY else 'latents and text embeddings'}")
     lines.append(f"  pipeline    flow_shift={r.pipeline.flow_shift} sampler_kind={r.pipeline.sampler_kind}")
     lines.append(f"  training    steps={t.max_train_steps} seed={t.seed} lr={t.learning_rate} "
                  f"betas={t.betas} scheduler={t.lr_scheduler} output_dir={t.output_dir or '(unset)'}")

@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from fvjax.errors import fail
-from fvjax.methods.api import CheckContext, ExtrasContext, MethodSpec, RoleRequirement, ValidationContext
-from fvjax.methods.dmd2.config import DMD2_PARAMS, DMD2Config
+from fvjax.methods.api import (LATENTS_AND_TEXT, TEXT_ONLY, CheckContext, ExtrasContext, MethodSpec, RoleRequirement,
+                               ValidationContext)
+from fvjax.methods.dmd2.config import DMD2_PARAMS, SIMULATE, DMD2Config
 from fvjax.schema.training_args import ExecutionMode, TrainingArgs
 
 NEGATIVE_PROMPT = "negative_prompt"   # frozen["negative_prompt"] = {"embeds": [L, D], "mask": [L]}
@@ -71,4 +72,6 @@ METHOD = MethodSpec(
     frozen_extras=_negative_prompt,
     validation_samplers=_few_step_validation,
     optimizer_overrides=_critic_optimizer,
+    # The simulated rollout starts from noise: only the text embeddings (and the latents' shape) are read.
+    data=lambda c: TEXT_ONLY if c.rollout_mode == SIMULATE else LATENTS_AND_TEXT,
 )
