@@ -13,7 +13,8 @@ from safetensors.numpy import load_file, save_file
 
 from fvjax.errors import UserError
 from fvjax.families.wan.vae import VAE_PRESETS, WanVAEConfig, load_vae_params
-from fvjax.families.wan.vae.keymap import (flatten, vae_params_from_diffusers, vae_params_to_diffusers,
+from fvjax.models.params import flatten
+from fvjax.families.wan.vae.keymap import (vae_params_from_diffusers, vae_params_to_diffusers,
                                            vae_tensor_keys)
 from fvjax.families.wan.vae.model import abstract_vae_params, count_vae_params, vae_from_params, vae_params_of
 from vae_torch_reference import diffusers_kwargs, save_vae, torch_vae

@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from fvjax.families.wan.vae.config import WanVAEConfig
+from fvjax.models.params import flatten, nest
 
 COPY, CONV3D, CONV2D, POINTWISE, GAMMA = "copy", "conv3d", "conv2d", "pointwise", "gamma"
 
@@ -145,28 +146,6 @@ def vae_tensor_keys(config: WanVAEConfig) -> list[VAETensorKey]:
     keys += _pointwise("post_quant_conv", ("post_quant_conv",), z, z, 3)
     keys += _decoder(config)
     return keys
-
-
-def nest(flat: dict[Path, object]) -> dict:
-    """{("a", 0, "b"): x} -> {"a": {0: {"b": x}}} (the NNX pure-dict layout)."""
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return tree
-
-
-def flatten(tree: dict, prefix: Path = ()) -> dict[Path, object]:
-    """Inverse of `nest` (keys kept as they are: ints stay ints)."""
-    flat: dict[Path, object] = {}
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, prefix + (name,)))
-        else:
-            flat[prefix + (name,)] = value
-    return flat
 
 
 def vae_params_to_diffusers(config: WanVAEConfig, params: dict) -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ import numpy as np
 
 from fvjax.errors import fail
 from fvjax.families.wan.vae.config import DIFFUSERS_VAE_CLASS_NAME, WanVAEConfig
-from fvjax.families.wan.vae.keymap import nest, vae_tensor_keys
+from fvjax.families.wan.vae.keymap import vae_tensor_keys
+from fvjax.models.params import nest
 from fvjax.weights.dtypes import as_dtype
 from fvjax.weights.paths import (CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, hub_snapshot, looks_like_hub_id,
                                  pipeline_component, weight_files)
