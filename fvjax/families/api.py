@@ -52,6 +52,7 @@ class Family(abc.ABC):
     name: str = ""                        # recipe.family / models.<role>.family
     display_name: str = ""                # for messages ("Wan")
     diffusers_class_name: str = ""        # the transformer's config.json _class_name
+    model_label: str = ""                 # what messages call its transformer (default: the class name)
     presets: Mapping[str, Any] = {}       # preset name (no slash) -> config, random initialisation
     defaults: PipelineDefaults = PipelineDefaults()
 
@@ -68,6 +69,14 @@ class Family(abc.ABC):
     @abc.abstractmethod
     def describe(self, config: Any) -> str:
         """A few words on the architecture for the dry-run plan (e.g. "30 layers, dim 1536")."""
+
+    def config_summary(self, config: Any) -> str:
+        """The config fields a weights error names (default: `describe`)."""
+        return self.describe(config)
+
+    @property
+    def label(self) -> str:
+        return self.model_label or self.diffusers_class_name
 
     # ------------------------------------------------------------------ model (abstract)
 

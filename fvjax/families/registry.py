@@ -35,9 +35,9 @@ def all_families() -> dict[str, Family]:
     return _FAMILIES.all()
 
 
-def transformer_classes() -> tuple[str, ...]:
-    """The Diffusers transformer classes of every known family."""
-    return tuple(sorted(f.diffusers_class_name for f in all_families().values()))
+def transformer_classes() -> dict[str, str]:
+    """{Diffusers transformer class: what messages call it} of every known family."""
+    return {f.diffusers_class_name: f.label for f in sorted(all_families().values(), key=lambda f: f.name)}
 
 
 def family_for_class(class_name: str | None, where: object = None, key: str | None = "_class_name") -> Family:

@@ -30,7 +30,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Iterator:
 def diffusers_to_fvjax(src: str | Path, dst: str | Path, dtype: np.dtype | None = None, *,
                        progress: bool = True) -> Path:
     """Diffusers transformer (dir, pipeline dir or cached hub id) -> a new fvjax weights dir at `dst`."""
-    loc = resolve(src, where="--src", class_names=transformer_classes())
+    loc = resolve(src, where="--src", transformers=transformer_classes())
     if loc.kind != "diffusers":
         fail("--src", None, f"{src} is already an fvjax weights directory; use fvjax-to-diffusers to export it")
     ckpt = DiffusersCheckpoint(loc.directory)  # every check runs here, before --dst is created
@@ -46,7 +46,7 @@ def diffusers_to_fvjax(src: str | Path, dst: str | Path, dtype: np.dtype | None 
 def fvjax_to_diffusers(src: str | Path, dst: str | Path, dtype: np.dtype | None = None, *,
                        max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE, progress: bool = True) -> list[str]:
     """fvjax weights dir -> a new Diffusers transformer dir at `dst`; returns the safetensors file names."""
-    loc = resolve(src, where="--src", class_names=transformer_classes())
+    loc = resolve(src, where="--src", transformers=transformer_classes())
     if loc.kind != "fvjax":
         fail("--src", None, f"{src} is not an fvjax weights directory (no fvjax_manifest.json); "
              "use diffusers-to-fvjax to convert Diffusers weights")

@@ -70,8 +70,8 @@ class DiffusersCheckpoint:
         expected = {k.diffusers_key: k for k in self.keys}
         for name in expected:
             if name not in self.weight_map:
-                fail(self.listing, name, f"missing: a {self.family.diffusers_class_name} with this config.json "
-                     f"({self.family.describe(self.config)}) has this tensor; the checkpoint is incomplete or does not "
+                fail(self.listing, name, f"missing: a {self.family.label} with this config.json "
+                     f"({self.family.config_summary(self.config)}) has this tensor; the checkpoint is incomplete or does not "
                      "match its config.json")
         for path, f in self.files.items():
             listed = [n for n, p in self.weight_map.items() if p == path]
@@ -82,15 +82,15 @@ class DiffusersCheckpoint:
             extra = [n for n in f.entries if n not in expected]
             if extra:
                 more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-                fail(path, extra[0], f"unexpected tensor{more}: not part of a {self.family.diffusers_class_name} with "
-                     f"config.json's {self.family.describe(self.config)}; the weights do not match their config.json "
+                fail(path, extra[0], f"unexpected tensor{more}: not part of a {self.family.label} with "
+                     f"config.json's {self.family.config_summary(self.config)}; the weights do not match their config.json "
                      "(or are an image-to-video / other model)")
         seen = collections.Counter()
         for name, key in expected.items():
             path = self.weight_map[name]
             entry = self.files[path].entries[name]
             if entry.shape != key.torch_shape:
-                fail(path, name, f"wrong shape {list(entry.shape)}; config.json ({self.family.describe(self.config)}) "
+                fail(path, name, f"wrong shape {list(entry.shape)}; config.json ({self.family.config_summary(self.config)}) "
                      f"needs {list(key.torch_shape)}")
             if entry.dtype not in _FLOAT_NAMES:
                 fail(path, name, f"wrong dtype {entry.dtype}; transformer weights must be F32, BF16 or F16")

@@ -29,7 +29,7 @@ def _place(host: np.ndarray, sharding) -> Any:
 
 def family_at(path: str | Path, where: str = "path") -> Family:
     """The family of the transformer weights at `path` (fvjax manifest, or config.json's _class_name)."""
-    loc = resolve(path, where=where, class_names=transformer_classes())
+    loc = resolve(path, where=where, transformers=transformer_classes())
     if loc.kind == "fvjax":
         _, _, manifest = read_fvjax_config(loc.directory)
         return family_of(manifest, loc.directory)
@@ -46,8 +46,8 @@ def load_params(path: str | Path, dtype: Any = None, shardings: dict | None = No
     weights must be of (None: whichever they are).
     """
     dt = as_dtype(dtype, where="dtype")
-    classes = (family.diffusers_class_name,) if family is not None else transformer_classes()
-    loc = resolve(path, where=where, class_names=classes)
+    classes = {family.diffusers_class_name: family.label} if family is not None else transformer_classes()
+    loc = resolve(path, where=where, transformers=classes)
     if loc.kind == "fvjax":
         return restore_fvjax_dir(loc.directory, dt, shardings)
     return _read_checkpoint(DiffusersCheckpoint(loc.directory, family=family), dt, shardings, progress)

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
+from typing import Mapping
 
 from fvjax.errors import fail
 from fvjax.io.json_file import read_json  # noqa: F401  (re-exported: the loaders import it from here)
@@ -31,9 +32,10 @@ class WeightsLocation:
     given: str  # what the user passed, for messages
 
 
-def resolve(path: str | os.PathLike, where: str = "path", class_names: tuple[str, ...] = ()) -> WeightsLocation:
+def resolve(path: str | os.PathLike, where: str = "path", transformers: Mapping[str, str] | None = None
+            ) -> WeightsLocation:
     """Find the transformer weights that `path` names; `where` (a flag or recipe key) goes in errors. In a
-    pipeline, the transformer must be one of `class_names` when they are given."""
+    pipeline, the transformer must be of a class in `transformers` ({class name: label}) when given."""
     given = str(path)
     p = Path(given).expanduser()
     if not p.exists():
@@ -48,7 +50,7 @@ def resolve(path: str | os.PathLike, where: str = "path", class_names: tuple[str
     if (p / MANIFEST_NAME).is_file():
         return WeightsLocation("fvjax", p, given)
     if (p / "model_index.json").is_file():
-        return WeightsLocation("diffusers", _pipeline_transformer(p, class_names), given)
+        return WeightsLocation("diffusers", _pipeline_transformer(p, transformers or {}), given)
     if (p / CONFIG_NAME).is_file():
         return WeightsLocation("diffusers", p, given)
     if (p / "transformer" / CONFIG_NAME).is_file():
@@ -57,8 +59,9 @@ def resolve(path: str | os.PathLike, where: str = "path", class_names: tuple[str
          f"(Diffusers transformer) or {MANIFEST_NAME} (fvjax weights) in it")
 
 
-def _pipeline_transformer(p: Path, class_names: tuple[str, ...]) -> Path:
-    return pipeline_component(p, "transformer", "transformer", class_names, " or ".join(class_names))
+def _pipeline_transformer(p: Path, transformers: Mapping[str, str]) -> Path:
+    return pipeline_component(p, "transformer", "transformer", tuple(transformers),
+                              " or ".join(f"{label}s" for label in transformers.values()))
 
 
 def pipeline_component(p: Path, component: str, label: str, class_name: str | tuple[str, ...], loads: str) -> Path:

@@ -16,7 +16,7 @@ def resolve_model(family: Family, path: str, where: object, key: str) -> ModelSo
         return ModelSource(path, "preset", family.presets[path], True, "built-in preset, random initialisation")
     try:
         location = resolve(path, where=f"{where}: {key}" if where else key,
-                           class_names=(family.diffusers_class_name,))
+                           transformers={family.diffusers_class_name: family.label})
     except UserError as err:
         preset = family.presets.get(path)
         note = " (architecture from the built-in preset)" if preset else ""

@@ -20,6 +20,7 @@ class WanFamily(Family):
     name = "wan"
     display_name = "Wan"
     diffusers_class_name = DIFFUSERS_CLASS_NAME
+    model_label = "Wan2.1 T2V transformer"
     presets = PRESETS
     defaults = PipelineDefaults(negative_prompt=WAN_DEFAULT_NEGATIVE_PROMPT)
 
@@ -31,6 +32,10 @@ class WanFamily(Family):
 
     def describe(self, config: WanConfig) -> str:
         return f"{config.num_layers} layers, dim {config.inner_dim}"
+
+    def config_summary(self, config: WanConfig) -> str:
+        return (f"num_layers={config.num_layers}, num_attention_heads={config.num_attention_heads}, "
+                f"attention_head_dim={config.attention_head_dim}, ffn_dim={config.ffn_dim}")
 
     def build_model(self, config: WanConfig, *, rngs, param_dtype, dtype, remat_policy: str = "none",
                     attention_backend: str = "auto"):
