@@ -1,10 +1,12 @@
 """CLI: python -m fvjax.train --config PATH [--resume-from-checkpoint PATH|latest]
-                               [--override-output-dir DIR] [--dry-run]
+                               [--override-output-dir DIR] [--dry-run [--topology NAME]]
 
 The recipe is the experiment; the flags are only runtime overrides. `--dry-run` loads and checks the
 recipe, resolves each role's architecture, plans the mesh for the recipe's declared topology (no devices
 needed), prints the plan with parameter counts and per-device memory, lists missing inputs as warnings,
-and exits 0. A real run refuses to start on missing inputs, then hands over to `fvjax.training.loop.run_training`.
+and exits 0; with `--topology NAME` (a TPU slice such as v5p-8) it also compiles the real training step
+for that slice with libtpu on this host and prints the compiled memory per device (fvjax/training/aot.py).
+A real run refuses to start on missing inputs, then hands over to `fvjax.training.loop.run_training`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from fvjax.errors import ArgumentParser, cli_entry, fail
 PROG = "python -m fvjax.train"
 
 
-USAGE = (f"usage: {PROG} --config PATH [--dry-run] [--resume-from-checkpoint PATH|latest] "
+USAGE = (f"usage: {PROG} --config PATH [--dry-run [--topology NAME]] [--resume-from-checkpoint PATH|latest] "
          "[--override-output-dir DIR]")
 
 
@@ -30,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--override-output-dir", metavar="DIR", help="replace training.output_dir")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the recipe and print the plan, without training")
+    parser.add_argument("--topology", metavar="NAME",
+                        help="with --dry-run: also compile the training step for this TPU slice (a Cloud TPU "
+                             "accelerator type: v5p-8, v6e-8, v5litepod-16, v4-8, ...) with libtpu on this host "
+                             "and print its memory per device against the chip's HBM (needs pip install -e \".[tpu]\")")
     return parser
 
 
@@ -55,11 +61,27 @@ def _load(args: argparse.Namespace, device_count):
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.topology is not None and not args.dry_run:
+        fail("command line", "--topology", "only with --dry-run (it compiles for devices that are not here)")
     if args.dry_run:
         from fvjax.recipe.plan import build_plan, render
 
+        target = None
+        if args.topology is not None:
+            import os
+
+            import jax
+
+            from fvjax.training.aot import parse_target
+            target = parse_target(args.topology)
+            if not os.environ.get("JAX_PLATFORMS"):
+                jax.config.update("jax_platforms", "cpu")   # the host computes nothing; libtpu only compiles
         recipe = _load(args, lambda: _devices_present()[0])
-        print(render(build_plan(recipe), _devices_present()[1]))
+        print(render(build_plan(recipe), _devices_present()[1]), flush=True)
+        if target is not None:
+            from fvjax.training.aot import compile_step, render as render_compiled
+
+            print(render_compiled(recipe, compile_step(recipe, target)))
         return 0
 
     from fvjax.cpu_tuning import retain_freed_host_memory

@@ -157,6 +157,11 @@ class Family(abc.ABC):
         """The nnx VAE: `encode(video [B, 3, F, H, W] in [-1, 1]) -> (mean, logvar)` (preprocessing)."""
         fail(where, None, f"the {self.name} family has no VAE")
 
+    def forward_flops(self, config: Any, latent_shape: tuple[int, int, int, int], text_len: int) -> float | None:
+        """Matmul FLOPs (2 per multiply-add) of one forward of one sample with latents [C, T, H, W]; None
+        when the family does not say (MFU and the AOT report need it)."""
+        return None
+
     def write_demo_pipeline(self, out: str | Path, seed: int = 0) -> Path:
         """A tiny random pipeline in the reference on-disk layout, for demos and tests."""
         fail("--family", None, f"the {self.name} family has no demo pipeline")

@@ -50,6 +50,7 @@ class ExtrasContext:
     role_paths: Mapping[str, str]
     family: Any                                    # fvjax.families.Family
     where: object
+    abstract: bool = False                         # only shapes and dtypes matter: read nothing, encode nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,9 @@ class MethodSpec:
     ema_roles: tuple[str, ...] = ("student",)      # roles that keep an EMA when training.ema_decay > 0
     sampled_role: str = "student"                  # validation renders it; the data's shapes follow it
     data: str | Callable[[Any], str] = LATENTS_AND_TEXT   # or a function of the config
+    # Model FLOPs of one step (mean over steps) from each role's forward FLOPs per sample and the global
+    # batch: (config, {role: forward FLOPs}, batch) -> FLOPs. None: the report says "not known".
+    step_flops: Callable[[Any, Mapping[str, float], int], float] | None = None
 
     def data_needs(self, config: Any) -> str:
         """LATENTS_AND_TEXT or TEXT_ONLY for this config (the dry run says which; text-only datasets are

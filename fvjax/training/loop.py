@@ -67,7 +67,7 @@ def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
     return TrainData(cfg)
 
 
-def _batch_sharding(mesh) -> NamedSharding:
+def batch_sharding(mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
 
 
@@ -187,11 +187,11 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
 
     update = jax.jit(make_update(recipe, runtime),
                      in_shardings=(runtime.state_shardings, runtime.frozen_shardings,
-                                   _batch_sharding(runtime.mesh), None),
+                                   batch_sharding(runtime.mesh), None),
                      out_shardings=(runtime.state_shardings, None), donate_argnums=(0,),
                      compiler_options=compiler_options(mesh_platform(runtime.mesh)))
     base_key = jax.random.key(t.seed)
-    batch_sharding = _batch_sharding(runtime.mesh)
+    batches = batch_sharding(runtime.mesh)
     logger = MetricsLogger(t.output_dir, t.trackers, t.tracker_project_name, t.wandb_run_name, recipe.text)
     sampled = get_method(recipe.method).sampled_role
     if validator is not None:   # FastVideo validates once before the first step too
@@ -203,7 +203,7 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
     try:
         while step < t.max_train_steps:
             step += 1
-            batch = _to_global(next(iterator), t.grad_accum, data, batch_sharding)
+            batch = _to_global(next(iterator), t.grad_accum, data, batches)
             began = time.perf_counter()
             states, metrics = update(states, runtime.frozen, batch, jax.random.fold_in(base_key, step))
             pending.add(step, metrics, began)

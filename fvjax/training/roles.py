@@ -131,7 +131,10 @@ def _load_role_params(recipe: Recipe, name: str, family: Family, config, kind: s
     return params
 
 
-def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules) -> Runtime:
+def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules, *, abstract: bool = False) -> Runtime:
+    """Every role's model, state and shardings. `abstract`: states and frozen params are ShapeDtypeStructs
+    carrying their shardings (nothing read, nothing allocated; for ahead-of-time compilation), and a
+    role whose weights are not here only needs its architecture (a config.json, or a preset's name)."""
     t = recipe.training
     param_dtype = PRECISION_DTYPES[t.dit_precision]
     dtype = compute_dtype(t.mixed_precision)
@@ -140,7 +143,7 @@ def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules) -> Runtime:
     for name, role in recipe.roles.items():
         family = get_family(role.family)
         source = family.resolve_model(role.path, recipe.source, recipe.role_key(name, "path"))
-        if not source.weights_present:
+        if not source.weights_present and not (abstract and source.config is not None):
             fail(recipe.source, recipe.role_key(name, "path"), f"weights not available: {source.detail}")
         config = source.config
         # FastVideo rematerialises trainable roles only; a frozen role never runs a backward pass.
@@ -149,7 +152,10 @@ def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules) -> Runtime:
         graphdef = nnx.graphdef(model)
         abstract = params_of(model)
         shardings = _shardings(mesh, rules, family, config, abstract, recipe.mesh)
-        params = _load_role_params(recipe, name, family, config, source.kind, param_dtype, shardings)
+        if abstract:
+            params = abstract_like(family.abstract_params(config, param_dtype), shardings)
+        else:
+            params = _load_role_params(recipe, name, family, config, source.kind, param_dtype, shardings)
         if not role.trainable:
             models[name] = RoleModel(name, config, graphdef, trainable=False, family=family)
             frozen[name], frozen_sh[name] = params, shardings
@@ -157,13 +163,14 @@ def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules) -> Runtime:
         opt_cfg = optimizer_config(recipe, name)
         tx = build_optimizer(opt_cfg)
         models[name] = RoleModel(name, config, graphdef, True, opt_cfg, tx, family)
-        states[name], state_sh[name] = _init_state(params, shardings, tx, ema_enabled(opt_cfg))
+        states[name], state_sh[name] = _init_state(params, shardings, tx, ema_enabled(opt_cfg), abstract)
     return Runtime(mesh, rules, models, states, frozen, state_sh, frozen_sh)
 
 
-def _init_state(params: dict, shardings: dict, tx: optax.GradientTransformation, with_ema: bool):
+def _init_state(params: dict, shardings: dict, tx: optax.GradientTransformation, with_ema: bool,
+                abstract: bool = False):
     """A RoleState and its shardings; optimizer leaves shaped like params take the params' shardings,
-    everything else (counts) is replicated."""
+    everything else (counts) is replicated. `abstract`: the state's ShapeDtypeStructs instead."""
     mesh = jax.tree.leaves(shardings)[0].mesh
     replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
     opt_shape = jax.eval_shape(tx.init, params)
@@ -175,6 +182,8 @@ def _init_state(params: dict, shardings: dict, tx: optax.GradientTransformation,
     def init(p):
         return RoleState(params=p, opt_state=tx.init(p), ema=ema_init(p) if with_ema else None,
                          step=jnp.zeros((), jnp.int32))
+    if abstract:
+        return abstract_like(jax.eval_shape(init, params), sharding), sharding
     return jax.jit(init, out_shardings=sharding)(params), sharding
 
 
@@ -183,17 +192,18 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def add_frozen_extras(recipe: Recipe, runtime: Runtime) -> None:
+def add_frozen_extras(recipe: Recipe, runtime: Runtime, *, abstract: bool = False) -> None:
     """The method's `frozen_extras` (e.g. DMD2's negative prompt), prepared once and placed in
-    runtime.frozen: replicated, never donated, never checkpointed."""
+    runtime.frozen: replicated, never donated, never checkpointed. `abstract`: only their shapes."""
     method = get_method(recipe.method)
     if method.frozen_extras is None:
         return
     ctx = ExtrasContext(models=runtime.models, role_paths={n: r.path for n, r in recipe.roles.items()},
-                        family=get_family(recipe.family), where=recipe.source)
+                        family=get_family(recipe.family), where=recipe.source, abstract=abstract)
     replicated = NamedSharding(runtime.mesh, jax.sharding.PartitionSpec())
     for name, arrays in method.frozen_extras(recipe.method_config, ctx).items():
         # From a callback, so every process of a multi-host run places its own identical copy.
-        runtime.frozen[name] = {k: jax.make_array_from_callback(v.shape, replicated, lambda i, v=v: v[i])
+        runtime.frozen[name] = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=replicated) if abstract
+                                else jax.make_array_from_callback(v.shape, replicated, lambda i, v=v: v[i])
                                 for k, v in arrays.items()}
         runtime.frozen_shardings[name] = {k: replicated for k in arrays}

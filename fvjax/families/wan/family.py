@@ -49,6 +49,15 @@ class WanFamily(Family):
 
         return tensor_keys(config)
 
+    def forward_flops(self, config: WanConfig, latent_shape, text_len: int) -> float:
+        """scale_out.md §7: L (12 N D^2 + 4 N D F + 4 N^2 D + 4 N T D + 4 T D^2), N tokens after patching, T text
+        tokens (patch embedding, time embedding, modulation and head are under 1% and left out)."""
+        _, frames, height, width = latent_shape
+        pt, ph, pw = config.patch_size
+        n = (frames // pt) * (height // ph) * (width // pw)
+        d, f, t = config.inner_dim, config.ffn_dim, text_len
+        return float(config.num_layers * (12 * n * d * d + 4 * n * d * f + 4 * n * n * d + 4 * n * t * d + 4 * t * d * d))
+
     def default_flow_shift(self, model_path: str) -> float:
         return _FLOW_SHIFT.get(model_path.rstrip("/"), self.defaults.flow_shift)
 

@@ -47,6 +47,20 @@ def _negative_prompt(config: DMD2Config, ctx: ExtrasContext) -> dict[str, dict[s
     return {NEGATIVE_PROMPT: teacher_negative_prompt(config, ctx)}
 
 
+def _step_flops(config: DMD2Config, forward: dict[str, float], batch: int) -> float:
+    """Mean model FLOPs per step of fvjax's update (backward = 2 forwards; remat recomputation not counted).
+    Every step the critic: a no-grad student rollout (simulate: n forwards from noise, data_latent: 1) and
+    its own forward + backward. Generator steps (1 in generator_update_interval) add the student's rollout
+    (simulate: n - 1 no-grad forwards and the exit forward with its backward, data_latent: that last
+    one), one critic and two teacher forwards (conditional and negative prompt)."""
+    n = len(config.dmd_denoising_steps)
+    simulate = config.rollout_mode == SIMULATE
+    critic_step = (n if simulate else 1) * forward["student"] + 3 * forward["critic"]
+    generator_step = ((n - 1 if simulate else 0) + 3) * forward["student"] + forward["critic"] + 2 * forward["teacher"]
+    interval = max(1, config.generator_update_interval)
+    return batch * (critic_step + generator_step / interval)
+
+
 def _few_step_validation(config: DMD2Config, ctx: ValidationContext) -> list:
     from fvjax.inference.sampling import SamplerSpec
     from fvjax.methods.dmd2.schedule import denoising_steps
@@ -74,4 +88,5 @@ METHOD = MethodSpec(
     optimizer_overrides=_critic_optimizer,
     # The simulated rollout starts from noise: only the text embeddings (and the latents' shape) are read.
     data=lambda c: TEXT_ONLY if c.rollout_mode == SIMULATE else LATENTS_AND_TEXT,
+    step_flops=_step_flops,
 )

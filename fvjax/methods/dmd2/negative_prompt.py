@@ -120,6 +120,8 @@ def negative_prompt(path: str, text_dim: int, where: object, text_len: int = TEX
 def teacher_negative_prompt(config, ctx) -> dict[str, np.ndarray]:
     """DMD2's `frozen_extras` hook: the negative prompt for the teacher's unconditional branch."""
     text_dim = ctx.models["teacher"].config.text_dim
+    if ctx.abstract:
+        return {"embeds": np.zeros((TEXT_LEN, text_dim), np.float32), "mask": np.zeros((TEXT_LEN,), np.int32)}
     path = ctx.role_paths["teacher"]
     pipeline = None if config.negative_prompt_embedding else pipeline_with_text_encoder(path)
     return negative_prompt(config.negative_prompt_embedding, text_dim, ctx.where, pipeline=pipeline,

@@ -25,4 +25,5 @@ METHOD = MethodSpec(
     config_cls=FinetuneConfig,
     params=FINETUNE_PARAMS,
     check=_check,
+    step_flops=lambda config, forward, batch: 3 * forward["student"] * batch,   # forward + backward (2x)
 )
