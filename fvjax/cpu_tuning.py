@@ -45,7 +45,7 @@ def retain_freed_host_memory() -> bool:
     """
     if os.environ.get("FVJAX_RETAIN_HOST_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
-    if not _jax_will_use_cpu():
+    if not jax_will_use_cpu():
         return False
     try:
         libc = ctypes.CDLL(None)
@@ -59,7 +59,7 @@ def retain_freed_host_memory() -> bool:
         (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM)))
 
 
-def _jax_will_use_cpu() -> bool:
+def jax_will_use_cpu() -> bool:
     """Whether JAX's default backend will be the CPU, decided without starting any backend: the
     platforms asked for (JAX_PLATFORMS / jax_platforms), else whether an accelerator plugin or libtpu
     is installed (JAX prefers those whenever they are)."""

@@ -20,6 +20,12 @@ def maybe_initialize() -> None:
     """Initialise jax.distributed once, from the environment, when this is one process of many."""
     if not is_multiprocess_environment() or jax.distributed.is_initialized():
         return
+    from fvjax.cpu_tuning import jax_will_use_cpu
+
+    if jax_will_use_cpu():
+        # Processes on CPUs (tests, CPU clusters) exchange collectives through gloo; JAX's default CPU
+        # client has no cross-process collectives.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     address = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if address:
         jax.distributed.initialize(

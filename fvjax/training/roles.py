@@ -150,8 +150,7 @@ def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules, *, abstract: bool = 
         model = family.abstract_model(config, param_dtype, dtype=dtype,
                                       remat_policy=remat_policy if role.trainable else "none")
         graphdef = nnx.graphdef(model)
-        abstract = params_of(model)
-        shardings = _shardings(mesh, rules, family, config, abstract, recipe.mesh)
+        shardings = _shardings(mesh, rules, family, config, params_of(model), recipe.mesh)
         if abstract:
             params = abstract_like(family.abstract_params(config, param_dtype), shardings)
         else:
