@@ -16,7 +16,8 @@ mask keeps ones over the original length (FastVideo). The decision is a pure fun
 
 Resume. The iterator's state is {"next_step": k, ...} (JSON); a restored iterator yields batch k next,
 identical to the uninterrupted run. The state also records the seed, batch size, process count and the
-source's fingerprint, and restoring onto a different dataset or layout is refused.
+source's fingerprint; restoring onto a different dataset, seed or global batch size is refused (another
+process count is fine: batch k is the same global batch, sliced differently).
 
 Latents. Datasets hold the VAE posterior mean as the VAE made it (FastVideo's preprocessing and ours);
 with `latents_mean` / `latents_std` set (the trainer sets Wan's VAE constants) each channel c becomes
@@ -199,8 +200,10 @@ class DataIterator(Iterator[dict]):
     def set_state(self, state: dict, where: object = "checkpoint") -> None:
         expected = self.data.state(state.get("next_step", 0))
         for key, value in expected.items():
-            if state.get(key) != value:
+            # The process count only decides which slice of each global batch a process loads: a run may
+            # resume on another number of hosts.
+            if key != "process_count" and state.get(key) != value:
                 raise UserError(where, f"data.{key}", f"the checkpoint's data state has {state.get(key)!r} but this run "
-                                                      f"has {value!r}; resume with the same dataset, seed, batch size "
-                                                      f"and process count")
+                                                      f"has {value!r}; resume with the same dataset, seed and global "
+                                                      "batch size")
         self._start(state["next_step"])

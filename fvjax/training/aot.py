@@ -115,7 +115,10 @@ def topology_devices(target: Target) -> list:
     try:
         from jax.experimental import topologies
 
-        return list(topologies.get_topology_desc(platform="tpu", topology_name=target.topology_name).devices)
+        # v4 and v5p run one JAX device per chip (its two TensorCores as one "megacore"), as on a TPU VM.
+        config = {"chip_config_name": "megacore"} if target.generation.counts_cores else {}
+        return list(topologies.get_topology_desc(platform="tpu", topology_name=target.topology_name,
+                                                 **config).devices)
     except (ImportError, RuntimeError, ValueError) as err:
         fail("command line", FLAG, f"{target.name}: libtpu cannot describe {target.topology_name} here "
              f"({' '.join(str(err).split())[:160]}); install the TPU compiler with pip install -e \".[tpu]\"")

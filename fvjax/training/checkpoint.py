@@ -124,16 +124,27 @@ class Checkpointer:
     def restore(self, step: int, abstract_state: Any = None) -> Restored:
         """Restore checkpoint `step`. `abstract_state` is a pytree of jax.ShapeDtypeStruct carrying the
         target shardings (e.g. from eval_shape + the mesh rules): arrays come back exactly as saved,
-        laid out as asked. None restores the tree as saved (for inspection / export)."""
+        laid out as asked. None restores every array whole onto this process's first device, whatever
+        topology wrote it (for inspection / export)."""
         if step not in self.all_steps():
             raise UserError(RESUME_FLAG, None, f"no finalized checkpoint {step} in {self.root}")
-        state_args = ocp.args.StandardRestore(abstract_state) if abstract_state is not None else ocp.args.StandardRestore()
+        if abstract_state is None:
+            abstract_state = self._on_one_device(step)
+        state_args = ocp.args.StandardRestore(abstract_state)
         out = self._manager.restore(int(step), args=ocp.args.Composite(
             state=state_args, data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
         meta = dict(out["meta"] or {})
         data_state = out["data"] or None
         return Restored(step=int(step), state=out["state"], data_state=data_state,
                         recipe_text=meta.get("recipe_text"), metadata=meta)
+
+
+    def _on_one_device(self, step: int) -> Any:
+        """The saved tree's shapes and dtypes, each leaf whole on this process's first device: a checkpoint
+        written by any number of hosts and devices can be read here (inspection, export)."""
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        saved = self._manager.item_metadata(step)["state"]
+        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), saved)
 
 
 def _jsonable(value: Any) -> Any:
