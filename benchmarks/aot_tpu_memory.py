@@ -67,9 +67,10 @@ def main() -> None:
                     break
                 g = 1024 ** 3
                 flops = f"{step.step_flops / 1e12:.0f}" if step.step_flops else "-"
+                stopped = " (compiler: temporaries exceed HBM)" if step.out_of_memory else ""
                 print(f"{name} ({attempt}) | {topology} | {step.devices} | {step.mesh} | {step.argument_bytes / g:.2f} | "
                       f"{step.output_bytes / g:.2f} | {step.temp_bytes / g:.2f} | {step.alias_bytes / g:.2f} | "
-                      f"{step.total_bytes / g:.2f} / {step.hbm_bytes / g:.2f} | {'yes' if step.fits else 'no'} | "
+                      f"{step.total_bytes / g:.2f} / {step.hbm_bytes / g:.2f} | {'yes' if step.fits else 'no' + stopped} | "
                       f"{step.compile_seconds:.0f} | {flops}", flush=True)
                 if step.fits:
                     break

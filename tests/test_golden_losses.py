@@ -9,27 +9,18 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
-from training_utils import REPO, finetune_recipe, make_data, metrics_by_step, train_in_process, write_recipe
+from training_utils import finetune_recipe, make_data, metrics_by_step, tiny_dmd2_recipe, train_in_process, write_recipe
 
 GOLDEN = Path(__file__).with_name("golden") / "tiny_losses.json"
 RECORD = os.environ.get("FVJAX_RECORD_GOLDEN") == "1"
 STEPS = 8
 
 
-def _dmd2_recipe(data_path, output_dir) -> dict:
-    recipe = yaml.safe_load((REPO / "configs/examples/tiny_dmd2.yaml").read_text())
-    recipe["training"].update(data_path=str(data_path), output_dir=str(output_dir), max_train_steps=STEPS,
-                              training_state_checkpointing_steps=0, checkpoints_total_limit=0, train_batch_size=2,
-                              model_path="", log_validation=False)
-    recipe["method_config"]["generator_update_interval"] = 2
-    return recipe
-
-
 RECIPES = {
     "finetune": lambda data, out: finetune_recipe(data, out, max_train_steps=STEPS),
-    "dmd2": _dmd2_recipe,
+    "dmd2": lambda data, out: tiny_dmd2_recipe(data, out, max_train_steps=STEPS, training_state_checkpointing_steps=0,
+                                               checkpoints_total_limit=0, train_batch_size=2),
 }
 
 

@@ -12,10 +12,9 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 
-from training_utils import (REPO, checkpoint_arrays, finetune_recipe, make_data, metrics_by_step, train_command,
-                            write_recipe)
+from training_utils import (REPO, checkpoint_arrays, finetune_recipe, make_data, metrics_by_step, tiny_dmd2_recipe,
+                            train_command, write_recipe)
 
 STEPS, HALF = 4, 2
 # 8 devices: 2 replicas x 2 fsdp x 2 sp; global batch 4 (train_batch_size 1 per data-parallel group).
@@ -25,12 +24,7 @@ KEYS = {"finetune": ("student/loss", "student/grad_norm"), "dmd2": ("student/dmd
 
 
 def _recipe(method, data, out, **training) -> dict:
-    if method == "finetune":
-        recipe = finetune_recipe(data, out)
-    else:
-        recipe = yaml.safe_load((REPO / "configs/examples/tiny_dmd2.yaml").read_text())
-        recipe["training"].update(data_path=str(data), output_dir=str(out), model_path="", log_validation=False)
-        recipe["method_config"]["generator_update_interval"] = 2
+    recipe = finetune_recipe(data, out) if method == "finetune" else tiny_dmd2_recipe(data, out)
     recipe["training"].update(max_train_steps=STEPS, training_state_checkpointing_steps=HALF,
                               checkpoints_total_limit=0, **training)
     return recipe

@@ -13,17 +13,13 @@ import yaml
 from fvjax.errors import UserError
 from fvjax.recipe import parse_recipe
 from fvjax.training.aot import _torus, parse_target
-from training_utils import REPO, finetune_recipe
+from training_utils import REPO, finetune_recipe, tiny_dmd2_recipe
 
 LIBTPU = importlib.util.find_spec("libtpu") is not None
 
 
 def _tiny(name: str, tmp_path) -> dict:
-    if name == "finetune":
-        recipe = finetune_recipe(tmp_path / "data", tmp_path / "out")
-    else:
-        recipe = yaml.safe_load((REPO / "configs/examples/tiny_dmd2.yaml").read_text())
-        recipe["training"].update(model_path="", log_validation=False, output_dir=str(tmp_path / "out"))
+    recipe = (finetune_recipe if name == "finetune" else tiny_dmd2_recipe)(tmp_path / "data", tmp_path / "out")
     recipe["training"].update(train_batch_size=1, num_gpus=4)
     return recipe
 

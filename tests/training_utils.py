@@ -34,6 +34,16 @@ def finetune_recipe(data_path: str, output_dir: Path, **training) -> dict:
     return recipe
 
 
+def tiny_dmd2_recipe(data_path: str, output_dir: Path, generator_update_interval: int = 2, **training) -> dict:
+    """configs/examples/tiny_dmd2.yaml without validation videos (its model_path, outputs/tiny_pipeline, is
+    made by the demo, not by a checkout), with `training` overrides."""
+    recipe = yaml.safe_load((REPO / "configs/examples/tiny_dmd2.yaml").read_text())
+    recipe["training"].update(data_path=str(data_path), output_dir=str(output_dir), model_path="", log_validation=False)
+    recipe["training"].update(training)
+    recipe["method_config"]["generator_update_interval"] = generator_update_interval
+    return recipe
+
+
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path

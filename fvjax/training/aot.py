@@ -147,6 +147,7 @@ class CompiledStep:
     compile_seconds: float
     step_flops: float | None
     pallas_kernels: int          # Pallas TPU kernel calls in the compiled program (splash attention)
+    out_of_memory: str = ""      # the compiler's refusal when the temporaries alone exceed HBM
 
     @property
     def total_bytes(self) -> int:
@@ -159,7 +160,7 @@ class CompiledStep:
 
     @property
     def fits(self) -> bool:
-        return self.total_bytes <= self.hbm_bytes
+        return not self.out_of_memory and self.total_bytes <= self.hbm_bytes
 
 
 def compile_step(recipe: Recipe, target: Target, devices: list | None = None) -> CompiledStep:
@@ -181,13 +182,37 @@ def compile_step(recipe: Recipe, target: Target, devices: list | None = None) ->
                          out_shardings=(runtime.state_shardings, None), donate_argnums=(0,))
         key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=NamedSharding(mesh, PartitionSpec()))
         began = time.perf_counter()
-        compiled = update.lower(runtime.states, runtime.frozen, batch, key).compile()
+        lowered = update.lower(runtime.states, runtime.frozen, batch, key)
+        try:
+            compiled = lowered.compile()
+        except Exception as err:  # noqa: BLE001 - XLA's error types differ between versions
+            if "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            return _out_of_memory(recipe, runtime, target, devices, plan, batch, str(err),
+                                  time.perf_counter() - began)
         seconds = time.perf_counter() - began
     memory = compiled.memory_analysis()
     return CompiledStep(target, len(devices), plan.describe(), int(memory.argument_size_in_bytes),
                         int(memory.output_size_in_bytes), int(memory.temp_size_in_bytes),
                         int(memory.alias_size_in_bytes), seconds, step_flops(recipe, runtime),
                         compiled.as_text().count('custom_call_target="tpu_custom_call"'))
+
+
+def _per_device_bytes(tree) -> int:
+    return sum(math.prod(leaf.sharding.shard_shape(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
+               for leaf in jax.tree.leaves(tree))
+
+
+def _out_of_memory(recipe, runtime, target, devices, plan, batch, message: str, seconds: float) -> CompiledStep:
+    """libtpu refuses to compile a program whose temporaries alone exceed a device's HBM; it says how much
+    they need. The arguments are the sharded states, frozen weights and batch (the outputs alias them)."""
+    found = re.search(r"HLO temporaries \(([\d.]+)G\)", message)
+    temps = int(float(found.group(1)) * GIB) if found else 0
+    arguments = _per_device_bytes((runtime.states, runtime.frozen, batch))
+    donated = _per_device_bytes(runtime.states)
+    reason = " ".join(message.split())
+    return CompiledStep(target, len(devices), plan.describe(), arguments, donated, temps, donated, seconds,
+                        step_flops(recipe, runtime), 0, reason[reason.find("RESOURCE_EXHAUSTED"):][:300])
 
 
 def _latent_shape(recipe: Recipe, channels: int, family) -> tuple[int, int, int, int]:
@@ -252,7 +277,9 @@ def render(recipe: Recipe, step: CompiledStep) -> str:
     lines = [f"  topology    {step.target.name} = libtpu {step.target.topology_name}: {step.devices} devices "
              f"({step.target.chips} chips, {g.hbm_gib:g} GiB HBM each), mesh {step.mesh}",
              f"  per device  arguments {_gib(step.argument_bytes)} GiB + outputs {_gib(step.output_bytes)} GiB + "
-             f"temporaries {_gib(step.temp_bytes)} GiB - aliased (donated) {_gib(step.alias_bytes)} GiB",
+             f"temporaries {_gib(step.temp_bytes)} GiB - aliased (donated) {_gib(step.alias_bytes)} GiB"
+             + (" (the compiler stopped: the temporaries alone exceed HBM; arguments counted from the shardings)"
+                if step.out_of_memory else ""),
              f"  compile     {step.compile_seconds:.1f} s (libtpu, on this host)"]
     if step.step_flops is not None:
         per_device = step.step_flops / step.devices
