@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fvjax.errors import cli_entry
+from fvjax.errors import ArgumentParser, cli_entry
 
 DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fvjax.convert", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m fvjax.convert", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     d2f = sub.add_parser("diffusers-to-fvjax", help="Diffusers safetensors -> fvjax orbax params + config")
     d2f.add_argument("--src", required=True, help="Diffusers pipeline/transformer dir or cached HF hub id")

@@ -24,13 +24,13 @@ import sys
 import time
 from typing import Iterable, Iterator, Sequence
 
-from fvjax.errors import UserError, cli_entry
+from fvjax.errors import ArgumentParser, UserError, cli_entry
 
 _DTYPES = ("float32", "bfloat16")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fvjax.preprocess", description=__doc__.split("\n\n")[0],
         epilog="--videos layouts: FastVideo's videos2caption.json ([{\"path\", \"cap\"}], videos in videos/ "
                "beside it; give the file or its directory), FastVideo's videos.txt + prompt.txt, or a directory "

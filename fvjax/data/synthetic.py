@@ -11,12 +11,11 @@ The same arguments always give the same bytes.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from fvjax.errors import UserError, cli_entry
+from fvjax.errors import ArgumentParser, UserError, cli_entry
 
 
 def synthetic_samples(num_samples: int, latent_shape: Sequence[int], text_len: int, text_dim: int,
@@ -60,7 +59,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fvjax.data.synthetic", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m fvjax.data.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="new dataset directory")
     parser.add_argument("--format", default="fvjax", choices=["fvjax", "parquet"])
     parser.add_argument("--num-samples", type=int, default=8)

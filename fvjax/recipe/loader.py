@@ -132,6 +132,16 @@ def _check_ranges(training: TrainingArgs, where: object) -> None:
     for name in _UNIT_INTERVAL:
         if not 0.0 <= getattr(training, name) <= 1.0:
             fail(where, f"training.{name}", f"is {getattr(training, name)}; must be in [0, 1]")
+    # Seeds key jax.random (32-bit seeds); step counts and intervals enter jitted code as int32.
+    if training.seed is not None and not 0 <= training.seed < 2 ** 32:
+        fail(where, "training.seed", f"is {training.seed}; must be in [0, 2**32)")
+    for field in dataclasses.fields(training):
+        value = getattr(training, field.name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > F.INT32_MAX:
+            fail(where, f"training.{field.name}", f"is {value}; must be at most {F.INT32_MAX} (2**31 - 1)")
+    if training.validation_steps != int(training.validation_steps):   # 0 with log_validation: a preflight problem
+        fail(where, "training.validation_steps", f"is {training.validation_steps:g}; it must be a whole number of "
+             "steps")
     if training.log_steps < 1:
         fail(where, "training.log_steps", f"is {training.log_steps}; must be >= 1")
     if not 0.0 <= training.ema_decay < 1.0:
@@ -235,6 +245,9 @@ def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int
     for (section, name), value in resolved.write_back.items():
         (values if section == TRAINING else pipeline_values)[name] = value
     method_config = method.config_cls(**resolved.values)
+    for name, value in resolved.values.items():   # method ints enter jitted code too
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > F.INT32_MAX:
+            fail(*resolved.origins[name], f"is {value}; must be at most {F.INT32_MAX} (2**31 - 1)")
 
     training = TrainingArgs(**values)
     if method.check is not None:

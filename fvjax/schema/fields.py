@@ -157,6 +157,22 @@ def str_list(value: Any, where: object, key: str) -> tuple[str, ...]:
     return tuple(read_str(v, where, f"{key}[{i}]") for i, v in enumerate(value))
 
 
+def choice_list(options: Sequence[str]) -> Reader:
+    """A list of strings each one of `options` (case-insensitive, as FastVideo's trackers)."""
+    def read(value: Any, where: object, key: str) -> tuple[str, ...]:
+        items = str_list(value, where, key)
+        for i, item in enumerate(items):
+            if item.lower() not in options:
+                hint = did_you_mean(item.lower(), options)
+                fail(where, f"{key}[{i}]", f"is {item!r}; must be one of {', '.join(options)}"
+                     + (f" ({hint})" if hint.startswith("did") else ""))
+        return tuple(item.lower() for item in items)
+    return read
+
+
+INT32_MAX = 2 ** 31 - 1
+
+
 def betas(value: Any, where: object, key: str) -> tuple[float, float]:
     """FastVideo's betas: "b1,b2" or a 2-list; each in [0, 1)."""
     parsed = float_list(value, where, key)

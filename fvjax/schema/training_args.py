@@ -23,6 +23,7 @@ USED, IGNORED, UNSUPPORTED = "used", "ignored", "unsupported"
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr", "polynomial",
                  "constant", "constant_with_warmup", "piecewise_constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+TRACKERS = ("tensorboard", "wandb", "none")
 MIXED_PRECISION = ("", "bf16", "no", "fp32", "float32")  # accelerate's spelling; fvjax/training/roles.py reads it
 
 
@@ -205,7 +206,7 @@ class TrainingArgs:
                                                     "sampling step counts (\"8\" or \"8,4\")")
     validation_guidance_scale: tuple[float, ...] = _f((), F.float_list, "validation",
                                                       "CFG scales for validation (\"6.0\")")
-    trackers: tuple[str, ...] = _f((), F.str_list, "validation", "trackers (tensorboard, wandb, none)")
+    trackers: tuple[str, ...] = _f((), F.choice_list(TRACKERS), "validation", "trackers (tensorboard, wandb, none)")
     tracker_project_name: str = _f("", _str, "validation", "tracker project")
     wandb_run_name: str = _f("", _str, "validation", "tracker run name")
     log_steps: int = _f(1, _int, "validation", "fvjax addition: fetch metrics from the devices every N steps "
