@@ -3,6 +3,7 @@ that fit the int32 they become inside a jitted step, known tracker names, whole 
 every CLI's own usage errors are the one-line `fvjax: error:` too."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -39,3 +40,39 @@ def test_cli_usage_errors_are_one_line(module, args):
     res = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("fvjax: error: command line: "), res.stderr
+
+
+def test_output_dir_problems_are_found_before_training(tmp_path):
+    from fvjax.recipe.preflight import unwritable_directory
+
+    (tmp_path / "a_file").write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert unwritable_directory(str(tmp_path / "new" / "run")) is None
+        assert "is a file; give a directory" in unwritable_directory(str(tmp_path / "a_file"))
+        assert "cannot be created" in unwritable_directory(str(tmp_path / "a_file" / "run"))
+        assert "NUL byte" in unwritable_directory("out\x00put")
+        assert "longer than" in unwritable_directory("x" * 5000)
+        assert "under /proc" in unwritable_directory("/proc/fvjax")
+        if os.geteuid() != 0:   # root writes anywhere
+            assert "not writable" in unwritable_directory(str(locked / "run"))
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_nonfinite_metric_other_than_a_loss_stops_the_run(tmp_path, capsys):
+    from training_utils import make_data, tiny_dmd2_recipe, train_in_process, write_recipe
+
+    data = make_data(tmp_path / "data", num_samples=8)
+    # A guidance scale that overflows the teacher's CFG: the DMD normaliser becomes infinite while the loss
+    # (through nan_to_num) stays finite. The run must still stop.
+    recipe = tiny_dmd2_recipe(data, tmp_path / "out", max_train_steps=4, train_batch_size=2,
+                              training_state_checkpointing_steps=0)
+    recipe["method_config"]["real_score_guidance_scale"] = 1e300
+    with pytest.raises(SystemExit) as stop:
+        train_in_process(write_recipe(tmp_path / "r.yaml", recipe))
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("fvjax: error: ") and "training stopped at step 2: student/" in err, err

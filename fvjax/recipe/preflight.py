@@ -5,6 +5,7 @@ on any of them. Relative paths are taken from the current directory, as FastVide
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from fvjax.families.api import ModelSource
@@ -23,6 +24,28 @@ def resolve_sources(recipe: Recipe) -> dict[str, ModelSource]:
     where = recipe.source
     return {name: get_family(role.family).resolve_model(role.path, where, recipe.role_key(name, "path"))
             for name, role in recipe.roles.items()}
+
+
+def unwritable_directory(path: str) -> str | None:
+    """Why a run could not create and write `path` (a directory), or None. Checked before training, so
+    neither the dry run nor a real run meets it first as an OSError."""
+    if "\x00" in path:
+        return "contains a NUL byte"
+    target = Path(path).expanduser().absolute()
+    if any(len(part.encode()) > 255 for part in target.parts) or len(str(target).encode()) > 4095:
+        return f"is longer than this file system allows ({len(str(target))} characters)"
+    if target.parts[1:2] in (("proc",), ("sys",), ("dev",)):
+        return f"{path!r} is under /{target.parts[1]}, not a place for files"
+    if target.exists() and not target.is_dir():
+        return f"{path!r} is a file; give a directory"
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, so {path!r} cannot be created"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable{'' if existing == target else f', so {path!r} cannot be created'}"
+    return None
 
 
 def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None) -> list[Problem]:
@@ -62,6 +85,10 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
             problems.append(Problem(key, f"{path!r} does not exist on this machine"))
     if not t.output_dir:
         problems.append(Problem("training.output_dir", "is empty; set where checkpoints and logs go"))
+    else:
+        why = unwritable_directory(t.output_dir)
+        if why:
+            problems.append(Problem("training.output_dir", why))
     if t.max_train_steps <= 0:
         problems.append(Problem("training.max_train_steps", "is 0; set the number of training steps"))
     if t.train_batch_size <= 0:

@@ -6,7 +6,8 @@ the key fold_in(seed, step), logs, checkpoints, and reacts to preemption and non
 
 Metrics stay on the devices between fetches: every `training.log_steps` steps (and before a checkpoint,
 a validation, a preemption save or the end) the pending steps' metrics come to the host together, are
-checked for non-finite losses and logged step by step, so the host does not wait for every step.
+checked for non-finite values (any metric) and logged step by step, so the host does not wait for every
+step.
 
 Steps are numbered from 1 (FastVideo's convention: with generator_update_interval 5 the first student
 update is step 5). The batch of step s is batch s - 1 of the step-indexed data pipeline, and the update's
@@ -103,9 +104,11 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def _first_nonfinite_loss(metrics: dict[str, float]) -> str | None:
-    for k, v in metrics.items():
-        if k.endswith("loss") and not math.isfinite(v):
+def _first_nonfinite(metrics: dict[str, float]) -> str | None:
+    """The first non-finite metric, losses first: any of them means the step diverged (an infinite DMD
+    normaliser leaves a finite, zero loss and a zero gradient behind it)."""
+    for k in sorted(metrics, key=lambda k: not k.endswith("loss")):
+        if not math.isfinite(metrics[k]):
             return k
     return None
 
@@ -230,8 +233,8 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
         ckpt.wait_until_finished()
         latest = ckpt.latest_step()
         kept = f"the last good checkpoint is {ckpt.root}/{latest}" if latest else "no checkpoint was saved"
-        print(f"fvjax: error: {recipe.source}: training stopped at {err}; {kept} (lower training.learning_rate "
-              f"or raise max_grad_norm, then resume)", file=sys.stderr)
+        print(f"fvjax: error: {recipe.source}: training stopped at {err}; {kept} (check the recipe's scales: "
+              f"learning_rate, max_grad_norm, guidance scales, flow_shift; then resume)", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
     finally:
         bar.close()
@@ -266,7 +269,7 @@ class _PendingMetrics:
         for (step, _), values in zip(steps, fetched):
             metrics = {k: float(v) for k, v in values.items()}
             metrics["step_time_sec"] = per_step
-            bad = _first_nonfinite_loss(metrics)
+            bad = _first_nonfinite(metrics)
             if bad:
                 raise TrainingDiverged(f"step {step}: {bad} is {metrics[bad]}")
             self.logger.log(step, metrics)
