@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from training_utils import REPO, checkpoint_arrays, make_data, metrics_by_step, write_recipe
 

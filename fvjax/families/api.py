@@ -22,7 +22,6 @@ from typing import Any, Mapping
 from fvjax.errors import fail
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ModelSource:
     """What a role's `path` names, as far as this machine can tell without reading weights."""

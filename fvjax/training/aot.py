@@ -15,11 +15,9 @@ import math
 import os
 import re
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fvjax.errors import fail

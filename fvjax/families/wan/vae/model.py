@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from fvjax.families.wan.vae.config import ENCODE_CHUNK_FRAMES, WanVAEConfig
