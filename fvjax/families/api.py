@@ -34,11 +34,7 @@ class ModelSource:
 
 @dataclasses.dataclass(frozen=True)
 class PipelineDefaults:
-    """Inference defaults of a family's pipelines (what `python -m fvjax.generate` uses unless told)."""
-    num_frames: int = 81
-    height: int = 480
-    width: int = 832
-    fps: float = 16.0
+    """What a family's pipelines assume unless told (generation, validation, the AOT batch)."""
     flow_shift: float = 3.0              # the ODE samplers' shift when the pipeline does not say
     few_step_flow_shift: float = 8.0     # the DMD few-step sampler's shift
     negative_prompt: str = ""
@@ -139,7 +135,7 @@ class Family(abc.ABC):
         return None
 
     def is_pipeline(self, path: Path) -> bool:
-        """Whether a local directory holds what `load_components` needs (a VAE and a text encoder)."""
+        """Whether a local directory holds a pipeline's VAE and text encoder (validation's components)."""
         return False
 
     def load_prompt_encoder(self, pipeline: str, dtype: Any = None, *, where: object = "path",

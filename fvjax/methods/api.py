@@ -14,7 +14,7 @@
   fields: DMD2's critic reads fake_score_*), `ema_roles`, `input_files` (files the dry run checks), and
   `data` (what each batch must hold).
 
-Metrics are named `<role>/<quantity>`; a metric ending in "loss" that is not finite stops the run.
+Metrics are named `<role>/<quantity>`; any non-finite metric stops the run.
 A method is one folder (its config, its update, its spec) and one registry entry: a built-in line in
 `fvjax/methods/registry.py`, an entry point in the group "fvjax.methods", or `register_method(spec)`.
 """

@@ -125,6 +125,11 @@ def _read_pipeline(raw: dict, where: object) -> tuple[Given, str | None]:
     return Given(read_pipeline_values(section, where, key), where, key), None
 
 
+def _check_int32(value, where: object, key: str) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > F.INT32_MAX:
+        fail(where, key, f"is {value}; must be at most {F.INT32_MAX} (2**31 - 1)")
+
+
 def _check_ranges(training: TrainingArgs, where: object) -> None:
     for name in _NON_NEGATIVE:
         if getattr(training, name) < 0:
@@ -136,9 +141,7 @@ def _check_ranges(training: TrainingArgs, where: object) -> None:
     if training.seed is not None and not 0 <= training.seed < 2 ** 32:
         fail(where, "training.seed", f"is {training.seed}; must be in [0, 2**32)")
     for field in dataclasses.fields(training):
-        value = getattr(training, field.name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > F.INT32_MAX:
-            fail(where, f"training.{field.name}", f"is {value}; must be at most {F.INT32_MAX} (2**31 - 1)")
+        _check_int32(getattr(training, field.name), where, f"training.{field.name}")
     if training.validation_steps != int(training.validation_steps):   # 0 with log_validation: a preflight problem
         fail(where, "training.validation_steps", f"is {training.validation_steps:g}; it must be a whole number of "
              "steps")
@@ -246,8 +249,7 @@ def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int
         (values if section == TRAINING else pipeline_values)[name] = value
     method_config = method.config_cls(**resolved.values)
     for name, value in resolved.values.items():   # method ints enter jitted code too
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > F.INT32_MAX:
-            fail(*resolved.origins[name], f"is {value}; must be at most {F.INT32_MAX} (2**31 - 1)")
+        _check_int32(value, *resolved.origins[name])
 
     training = TrainingArgs(**values)
     if method.check is not None:

@@ -30,7 +30,6 @@ from fvjax.sharding.rules import rules_for
 
 FLAG = "--topology"
 GIB = 1024 ** 3
-TEXT_LEN = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,9 +227,10 @@ def abstract_batch(recipe: Recipe, runtime, mesh) -> dict:
     family = get_family(recipe.family)
     lead = (t.grad_accum, t.train_batch_size * recipe.mesh.data_parallel)
     sharding = batch_sharding(mesh)
+    text_len = family.defaults.text_len
     shapes = {"latents": (lead + _latent_shape(recipe, model.config.in_channels, family), jnp.float32),
-              "text_embeds": (lead + (TEXT_LEN, model.config.text_dim), jnp.float32),
-              "text_mask": (lead + (TEXT_LEN,), jnp.int32)}
+              "text_embeds": (lead + (text_len, model.config.text_dim), jnp.float32),
+              "text_mask": (lead + (text_len,), jnp.int32)}
     return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in shapes.items()}
 
 
@@ -243,7 +243,8 @@ def step_flops(recipe: Recipe, runtime) -> float | None:
         return None
     forward = {}
     for name, model in runtime.models.items():
-        flops = family.forward_flops(model.config, _latent_shape(recipe, model.config.in_channels, family), TEXT_LEN)
+        flops = family.forward_flops(model.config, _latent_shape(recipe, model.config.in_channels, family),
+                                     family.defaults.text_len)
         if flops is None:
             return None
         forward[name] = flops

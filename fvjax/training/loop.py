@@ -59,12 +59,14 @@ def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
     t = recipe.training
     model = runtime.models[get_method(recipe.method).sampled_role].config
     # FastVideo normalises dataset latents with the VAE of the model_path pipeline (the family knows where).
-    stats = get_family(recipe.family).latent_statistics(t.model_path or t.pretrained_model_name_or_path)
+    family = get_family(recipe.family)
+    stats = family.latent_statistics(t.model_path or t.pretrained_model_name_or_path)
     mean, std = stats if stats is not None else (None, None)
     cfg = DataConfig(
         data_path=t.data_path, seed=t.seed, num_latent_t=t.num_latent_t, training_cfg_rate=t.training_cfg_rate,
         global_batch_size=t.train_batch_size * recipe.mesh.data_parallel * t.grad_accum,
-        text_dim=model.text_dim, latent_channels=model.in_channels, latents_mean=mean, latents_std=std)
+        text_len=family.defaults.text_len, text_dim=model.text_dim, latent_channels=model.in_channels,
+        latents_mean=mean, latents_std=std)
     return TrainData(cfg)
 
 

@@ -119,10 +119,10 @@ def negative_prompt(path: str, text_dim: int, where: object, text_len: int = TEX
 
 def teacher_negative_prompt(config, ctx) -> dict[str, np.ndarray]:
     """DMD2's `frozen_extras` hook: the negative prompt for the teacher's unconditional branch."""
-    text_dim = ctx.models["teacher"].config.text_dim
+    text_dim, text_len = ctx.models["teacher"].config.text_dim, ctx.family.defaults.text_len
     if ctx.abstract:
-        return {"embeds": np.zeros((TEXT_LEN, text_dim), np.float32), "mask": np.zeros((TEXT_LEN,), np.int32)}
+        return {"embeds": np.zeros((text_len, text_dim), np.float32), "mask": np.zeros((text_len,), np.int32)}
     path = ctx.role_paths["teacher"]
     pipeline = None if config.negative_prompt_embedding else pipeline_with_text_encoder(path)
-    return negative_prompt(config.negative_prompt_embedding, text_dim, ctx.where, pipeline=pipeline,
+    return negative_prompt(config.negative_prompt_embedding, text_dim, ctx.where, text_len, pipeline=pipeline,
                            text=config.negative_prompt, family=ctx.family)
