@@ -1,7 +1,10 @@
 """CLI: python -m fvjax.train --config PATH [--resume-from-checkpoint PATH|latest]
-                               [--override-output-dir DIR] [--dry-run [--topology NAME]]
+                               [--override-output-dir DIR] [--dry-run [--topology NAME]] [--dotted.key VALUE ...]
 
-The recipe is the experiment; the flags are only runtime overrides. `--dry-run` loads and checks the
+The recipe is the experiment; the flags are only runtime overrides. Any other `--dotted.key VALUE` (or
+`--dotted.key=VALUE`) replaces that key of the recipe before it is checked, in whichever schema the recipe
+is written (FastVideo's `--training.loop.max_train_steps 10`; `--training.max_train_steps 10` in the older
+flat schema); an unknown key is an error. `--dry-run` loads and checks the
 recipe, resolves each role's architecture, plans the mesh for the recipe's declared topology (no devices
 needed), prints the plan with parameter counts and per-device memory, lists missing inputs as warnings,
 and exits 0; with `--topology NAME` (a TPU slice such as v5p-8) it also compiles the real training step
@@ -20,12 +23,16 @@ PROG = "python -m fvjax.train"
 
 
 USAGE = (f"usage: {PROG} --config PATH [--dry-run [--topology NAME]] [--resume-from-checkpoint PATH|latest] "
-         "[--override-output-dir DIR]")
+         "[--override-output-dir DIR] [--dotted.key VALUE ...]")
+EPILOG = ("Recipe overrides: any --dotted.key VALUE (or --dotted.key=VALUE) sets that recipe key before the "
+          "recipe is checked, e.g. --training.loop.max_train_steps 10 (FastVideo's current schema) or "
+          "--training.max_train_steps 10 (the flat schema). VALUE is typed as FastVideo types it: true/false, "
+          "null, numbers, [a, b] lists, else a string.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog=PROG, hint=USAGE, allow_abbrev=False,
-                     description="Train (distill or finetune) from one YAML recipe.")
+    parser = ArgumentParser(prog=PROG, hint=USAGE, allow_abbrev=False, epilog=EPILOG,
+                            description="Train (distill or finetune) from one YAML recipe.")
     parser.add_argument("--config", required=True, metavar="PATH", help="the recipe YAML file")
     parser.add_argument("--resume-from-checkpoint", metavar="PATH|latest",
                         help="a checkpoint directory, an output directory, or 'latest' (in output_dir)")
@@ -48,19 +55,32 @@ def _devices_present() -> tuple[int, str]:
 
 def _load(args: argparse.Namespace, device_count):
     from fvjax.recipe import load_recipe
+    from fvjax.recipe.overrides import parse_overrides
 
     for flag, value in (("--override-output-dir", args.override_output_dir),
                         ("--resume-from-checkpoint", args.resume_from_checkpoint)):
         if value is not None and not value.strip():
             fail("command line", flag, "must not be empty")
-    recipe = load_recipe(args.config, device_count=device_count)
+    recipe = load_recipe(args.config, device_count=device_count,
+                         overrides=parse_overrides(args.overrides, TOP_LEVEL_KEYS))
     return recipe.with_overrides(output_dir=args.override_output_dir,
                                  resume_from_checkpoint=args.resume_from_checkpoint)
 
 
+# Top-level keys of every schema (an undotted override must name one).
+TOP_LEVEL_KEYS = ("recipe", "distill", "models", "roles", "training", "pipeline_config", "pipeline_config_path",
+                  "method_config", "method", "callbacks", "pipeline")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args, rest = build_parser().parse_known_args(argv)
+    args.overrides = rest
+    return args
+
+
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.topology is not None and not args.dry_run:
         fail("command line", "--topology", "only with --dry-run (it compiles for devices that are not here)")
     if args.dry_run:

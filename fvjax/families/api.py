@@ -50,6 +50,9 @@ class Family(abc.ABC):
     model_label: str = ""                 # what messages call its transformer (default: the class name)
     presets: Mapping[str, Any] = {}       # preset name (no slash) -> config, random initialisation
     defaults: PipelineDefaults = PipelineDefaults()
+    # FastVideo model classes (`models.<role>._target_` in its current schema) this family trains,
+    # package re-exports included.
+    fastvideo_targets: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ configuration (abstract)
 

@@ -63,6 +63,13 @@ class ValidationContext:
     where: object
 
 
+@dataclasses.dataclass(frozen=True)
+class FastVideoMethodContext:
+    """What `from_fastvideo` may use besides the `method:` block."""
+    where: object
+    student_flow_shift: float              # models.<sampled role>.flow_shift (FastVideo's default 3.0)
+
+
 Check = Callable[[Any, TrainingArgs, CheckContext], dict[str, Any]]
 
 
@@ -85,6 +92,11 @@ class MethodSpec:
     # Model FLOPs of one step (mean over steps) from each role's forward FLOPs per sample and the global
     # batch: (config, {role: forward FLOPs}, batch) -> FLOPs. None: the report says "not known".
     step_flops: Callable[[Any, Mapping[str, float], int], float] | None = None
+    # FastVideo's current schema (`method: {_target_: ..., ...}`): the method classes this spec stands for
+    # and how such a block becomes this method's `method_config` (its own defaults made explicit there);
+    # None: the block's keys are taken as method_config keys unchanged.
+    fastvideo_targets: tuple[str, ...] = ()
+    from_fastvideo: Callable[[dict, "FastVideoMethodContext"], dict] | None = None
 
     def data_needs(self, config: Any) -> str:
         """LATENTS_AND_TEXT or TEXT_ONLY for this config (the dry run says which; text-only datasets are

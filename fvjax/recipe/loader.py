@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from fvjax.errors import fail
+from fvjax.errors import UserError, fail
 from fvjax.families.registry import get_family
-from fvjax.methods.api import CheckContext, MethodSpec
+from fvjax.methods.api import TEXT_ONLY, CheckContext, MethodSpec
 from fvjax.methods.registry import get_method
 from fvjax.schema import fields as F
 from fvjax.schema.params import METHOD, PIPELINE, TRAINING, Given, read_method_config, resolve_params
-from fvjax.schema.pipeline_config import PipelineConfig, read_pipeline_values
-from fvjax.schema.recipe import Recipe, RoleSpec
-from fvjax.schema.training_args import TRAINING_FIELDS, ExecutionMode, TrainingArgs, read_training_values
+from fvjax.schema.pipeline_config import PIPELINE_FIELDS, PipelineConfig, read_pipeline_values
+from fvjax.schema.recipe import Provenance, Recipe, RoleSpec
+from fvjax.schema.training_args import (IGNORED, TRAINING_FIELDS, ExecutionMode, TrainingArgs,
+                                        read_training_values)
+from fvjax.recipe.fastvideo_train import Translation, is_current_schema, translate
+from fvjax.recipe.overrides import WHERE as CLI, Override, apply_overrides, overridden
 from fvjax.recipe.yamlio import YAML_SUFFIXES, load_config_file, parse_yaml, read_text
 from fvjax.sharding.mesh import AUTO, fill_distributed, plan_mesh
 
 TOP_LEVEL = ("recipe", "distill", "models", "roles", "training", "pipeline_config", "pipeline_config_path",
              "method_config")
-ROLE_KEYS = ("family", "path", "trainable", "disable_custom_init_weights")
+ROLE_KEYS = ("family", "path", "trainable", "disable_custom_init_weights", "transformer_override_safetensor")
 DISTRIBUTED = ("num_gpus", "sp_size", "tp_size", "hsdp_replicate_dim", "hsdp_shard_dim")
 
 # Value ranges beyond types (FastVideo leaves these unchecked and fails later, or silently misbehaves).
@@ -93,7 +96,12 @@ def _read_roles(raw: dict, roles_key: str, family: str, method: MethodSpec, wher
             path=F.read_nonempty_str(spec["path"], where, f"{key}.path"),
             trainable=F.read_bool(spec.get("trainable", True), where, f"{key}.trainable"),
             disable_custom_init_weights=F.read_bool(spec.get("disable_custom_init_weights", False), where,
-                                                    f"{key}.disable_custom_init_weights"))
+                                                    f"{key}.disable_custom_init_weights"),
+            transformer_override_safetensor=F.optional(F.read_str)(
+                spec.get("transformer_override_safetensor"), where, f"{key}.transformer_override_safetensor") or "")
+        if roles[name].transformer_override_safetensor and roles[name].disable_custom_init_weights:
+            fail(where, f"{key}.transformer_override_safetensor", "is set but disable_custom_init_weights is true, "
+                 "which skips it (FastVideo ignores it silently); remove one of them")
     for need in method.roles:
         key = f"{roles_key}.{need.name}"
         if need.name not in roles:
@@ -156,21 +164,49 @@ def _check_ranges(training: TrainingArgs, where: object) -> None:
                  "\"1:1000,0.1:2000,0.01\"")
 
 
-def load_recipe(path: str | Path, *, device_count: Callable[[], int] | int | None = None) -> Recipe:
-    """Read and check the recipe at `path`. `device_count` fills `training.num_gpus` when the recipe
-    leaves it out (a callable is only called then); without it the default is FastVideo's 1."""
+def load_recipe(path: str | Path, *, device_count: Callable[[], int] | int | None = None,
+                overrides: Sequence[Override] = ()) -> Recipe:
+    """Read and check the recipe at `path`, with the command line's dotted `overrides` applied first.
+    `device_count` fills `training.num_gpus` when the recipe leaves it out (a callable is only called
+    then); without it the default is FastVideo's 1."""
     path = Path(path)
     if path.suffix.lower() not in YAML_SUFFIXES:
         fail(path, None, "a recipe must be a .yaml or .yml file")
     text = read_text(path, "recipe")
-    return parse_recipe(text, path, device_count=device_count)
+    return parse_recipe(text, path, device_count=device_count, overrides=overrides)
 
 
-def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int] | int | None = None) -> Recipe:
+def _attribute(err: UserError, where: object, translation: Translation | None,
+               overrides: Sequence[Override]) -> UserError:
+    """The error with the key as the recipe wrote it, and on the command line when an override set it."""
+    if err.where != str(where):
+        return err
+    key = translation.written_key(err.key) if translation is not None else err.key
+    if overridden(key, overrides) is not None:
+        return UserError(CLI, f"--{key}", err.message)
+    return UserError(err.where, key, err.message)
+
+
+def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int] | int | None = None,
+                 overrides: Sequence[Override] = ()) -> Recipe:
     raw = parse_yaml(text, where)
     if raw is None:
         fail(where, None, "the recipe is empty")
-    raw = F.mapping(raw, where, "")
+    raw = apply_overrides(F.mapping(raw, where, ""), overrides)
+    translation = None
+    try:
+        if is_current_schema(raw):
+            translation = translate(raw, where)
+        recipe = _build(translation.raw if translation else raw, text, where, device_count, translation)
+    except UserError as err:
+        raise _attribute(err, where, translation, overrides) from None
+    if overrides:
+        cli = {o.key: o.text for o in overrides}
+        recipe = dataclasses.replace(recipe, provenance=dataclasses.replace(recipe.provenance, cli=cli))
+    return recipe
+
+
+def _build(raw: dict, text: str, where: Path | str, device_count, translation: Translation | None) -> Recipe:
     for name in raw:
         if name not in TOP_LEVEL:
             F.unknown_key(where, name, name, TOP_LEVEL)
@@ -252,6 +288,10 @@ def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int
         _check_int32(value, *resolved.origins[name])
 
     training = TrainingArgs(**values)
+    if training.preprocessed_data_type == "text_only" and method.data_needs(method_config) != TEXT_ONLY:
+        fail(where, "training.preprocessed_data_type", f"is text_only, but method {method.name!r} as configured "
+             "reads dataset latents" + (" (rollout_mode data_latent; simulate needs only text)"
+                                        if method.name == "dmd2" else "") + "; give t2v data (latents and text)")
     if method.check is not None:
         updates = method.check(method_config, training, CheckContext(where, resolved.origins))
         if updates:
@@ -259,11 +299,29 @@ def parse_recipe(text: str, where: Path | str, *, device_count: Callable[[], int
     family.check_training(training, where)
     _check_ranges(training, where)
 
+    given = {f"training.{k}" for k in given_training} | {f"pipeline_config.{k}" for k in pipeline_given.values}
+    given |= {f"method_config.{k}" for k in resolved.found}
+    given |= {f"{roles_key}.{name}.{k}" for name, spec in F.mapping(raw[roles_key], where, roles_key).items()
+              for k in spec}
+    ignored = [(f"training.{k}", TRAINING_FIELDS[k].metadata["doc"]) for k in sorted(given_training)
+               if TRAINING_FIELDS[k].metadata["status"] == IGNORED]
+    ignored += [(pipeline_given.key(k), PIPELINE_FIELDS[k].metadata["doc"]) for k in sorted(pipeline_given.values)
+                if PIPELINE_FIELDS[k].metadata["status"] == IGNORED]
+    # A method value read from another place (Phase 2's training:/pipeline_config:) is shown there.
+    shown = {f"method_config.{name}": key for name, (_, key) in resolved.origins.items()
+             if name in resolved.found and key != f"method_config.{name}"}
+    provenance = Provenance(written=shown, given=frozenset(given), ignored=tuple(ignored))
+    if translation is not None:
+        shown = {k: translation.written_key(v) for k, v in shown.items()}
+        provenance = Provenance(written={**translation.written, **shown}, defaults=translation.defaults,
+                                given=frozenset(k for k in given if k not in translation.defaults),
+                                ignored=tuple((translation.written_key(k) if k.startswith(("training.", "pipeline_"))
+                                               else k, why) for k, why in ignored) + tuple(translation.ignored))
     return Recipe(
         family=family_name, method=method_name, roles=roles, training=training,
         pipeline=PipelineConfig(**{k: v for k, v in pipeline_values.items()
                                    if PipelineConfig.__dataclass_fields__[k].metadata["status"] == "used"}),
         method_config=method_config, mesh=mesh,
         source=Path(where) if where else None, text=text,
-        form="phase2" if selector_key == "distill" else "phase3", roles_key=roles_key,
-        training_given=frozenset(given_training))
+        form="fastvideo_train" if translation else "phase2" if selector_key == "distill" else "phase3",
+        roles_key=roles_key, training_given=frozenset(given_training), provenance=provenance)

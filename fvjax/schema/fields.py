@@ -114,6 +114,13 @@ def optional(reader: Reader) -> Reader:
     return read
 
 
+def null_means(default: Any, reader: Reader) -> Reader:
+    """null reads as `default` (FastVideo: `resume_from_checkpoint: null` is no resume)."""
+    def read(value: Any, where: object, key: str) -> Any:
+        return default if value is None else reader(value, where, key)
+    return read
+
+
 def choice(options: Sequence[Any], *, aliases: dict[str, str] | None = None,
            reader: Reader = read_str) -> Reader:
     aliases = aliases or {}

@@ -57,6 +57,10 @@ class Param:
     check: Callable[[Any, object, str], None] | None = None
     missing_hint: str = ""
     stored: bool = True                           # False: read and checked, but not a field of the config
+    # True: the sources are separate knobs in priority order (the first given wins) rather than one
+    # setting written in several places (which must agree). FastVideo's current schema splits the
+    # student's training shift (models.student.flow_shift) from the pipeline's (validation) shift.
+    first_wins: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Resolved:
     values: dict[str, Any]                        # param name -> value (stored params only)
     write_back: dict[tuple[str, str], Any]        # (section, field) -> value to store there
     origins: dict[str, tuple[object, str]]        # param name -> (file, dotted key) it came from
+    found: frozenset[str] = frozenset()           # param names the recipe gave (the others are defaults)
 
 
 def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
@@ -99,13 +104,14 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
     values: dict[str, Any] = {}
     write_back: dict[tuple[str, str], Any] = {}
     origins: dict[str, tuple[object, str]] = {}
+    found_names: set[str] = set()
     for param in params:
         found: list[tuple[Any, object, str]] = []
         for src in param.sources:
             section = given.get(src.section)
             if section is not None and src.key in section.values:
                 found.append((src.to_param(section.values[src.key]), section.where, section.key(src.key)))
-        for value, where, key in found[1:]:
+        for value, where, key in ([] if param.first_wins else found[1:]):
             first_value, first_where, first_key = found[0]
             if value != first_value:
                 other = first_key if first_where == where else f"{first_where}: {first_key}"
@@ -115,6 +121,7 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
         primary_given = given.get(primary.section)
         if found:
             value, where, key = found[0]
+            found_names.add(param.name)
         else:
             training_src = next((s for s in param.sources if s.section == TRAINING), None)
             if param.default is REQUIRED:
@@ -141,4 +148,4 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
         for src in param.sources:
             if src.section != METHOD and src.from_param is not None:
                 write_back[(src.section, src.key)] = src.from_param(value)
-    return Resolved(values, write_back, origins)
+    return Resolved(values, write_back, origins, frozenset(found_names))

@@ -19,6 +19,33 @@ class RoleSpec:
     trainable: bool = True
     # True: training.init_weights_from_safetensors does not apply to this role (FastVideo's teacher/critic).
     disable_custom_init_weights: bool = False
+    # This role's own initial-weights file (FastVideo's current models.<role>.transformer_override_safetensor);
+    # it wins over training.init_weights_from_safetensors.
+    transformer_override_safetensor: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """Where each value came from (for the dry run and messages; not part of the experiment). Keys are
+    canonical dotted keys (training.<field>, method_config.<field>, pipeline_config.<field>, models.<role>.<field>)."""
+    written: Mapping[str, str] = dataclasses.field(default_factory=dict)   # canonical key -> as written
+    defaults: Mapping[str, str] = dataclasses.field(default_factory=dict)  # canonical key -> why (a default)
+    given: frozenset[str] = frozenset()                 # canonical keys the recipe file or command line set
+    cli: Mapping[str, str] = dataclasses.field(default_factory=dict)       # key as written -> value typed
+    ignored: tuple[tuple[str, str], ...] = ()           # (key as written, why fvjax accepts and ignores it)
+
+    def shown(self, key: str) -> str:
+        """The recipe's own name for a canonical key."""
+        best = max((k for k in self.written if key == k or key.startswith(k + ".")), key=len, default=None)
+        return key if best is None else self.written[best] + key[len(best):]
+
+    def origin(self, key: str) -> str:
+        shown = self.shown(key)
+        if shown in self.cli:
+            return "command line"
+        if key in self.given:
+            return "recipe"
+        return self.defaults.get(key, "default")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +61,11 @@ class Recipe:
     mesh: MeshPlan
     source: Path | None = dataclasses.field(default=None, compare=False)
     text: str = dataclasses.field(default="", compare=False, repr=False)
-    form: str = dataclasses.field(default="phase3", compare=False)      # "phase2" (distill:) | "phase3"
+    # "phase2" (distill:) | "phase3" (recipe:) | "fastvideo_train" (FastVideo's current schema, method: _target_)
+    form: str = dataclasses.field(default="phase3", compare=False)
     roles_key: str = dataclasses.field(default="models", compare=False)  # "models" or "roles", as written
     training_given: frozenset[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
+    provenance: Provenance = dataclasses.field(default_factory=Provenance, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.roles, MappingProxyType):
@@ -59,12 +88,13 @@ class Recipe:
         return f"{key}.{field}" if field else key
 
     def init_weights_override(self, role: str) -> str | None:
-        """The safetensors file that replaces this role's initial weights, if any (FastVideo's
-        init_weights_from_safetensors, skipped for roles with disable_custom_init_weights)."""
-        path = self.training.init_weights_from_safetensors
-        if path and not self.roles[role].disable_custom_init_weights:
-            return path
-        return None
+        """The safetensors file that replaces this role's initial weights, if any (the role's own
+        transformer_override_safetensor, else training.init_weights_from_safetensors; FastVideo skips both
+        for roles with disable_custom_init_weights, and so does fvjax)."""
+        spec = self.roles[role]
+        if spec.disable_custom_init_weights:
+            return None
+        return spec.transformer_override_safetensor or self.training.init_weights_from_safetensors or None
 
     def with_overrides(self, *, output_dir: str | None = None, resume_from_checkpoint: str | None = None
                        ) -> "Recipe":

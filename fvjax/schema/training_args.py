@@ -16,6 +16,7 @@ import enum
 from typing import Any
 
 from fvjax.schema import fields as F
+from fvjax.schema.data_path import DataPath, read_data_path
 from fvjax.sharding.mesh import AUTO
 
 USED, IGNORED, UNSUPPORTED = "used", "ignored", "unsupported"
@@ -107,7 +108,8 @@ class TrainingArgs:
     fsdp_modules_per_group: int = _f(1, _int, "distributed", _JAX, IGNORED)
 
     # ---- data ----
-    data_path: str = _f("", _str, "data", "preprocessed dataset directory (FastVideo parquet or fvjax)")
+    data_path: DataPath = _f("", read_data_path, "data", "preprocessed dataset directory (FastVideo parquet or "
+                             "fvjax), or several with repeat counts: \"a:2,b:1\", a list, {path: repeat}")
     dataloader_num_workers: int = _f(0, _int, "data", "grain worker processes")
     train_batch_size: int = _f(0, _int, "data", "samples per data-parallel (SP) group per micro-step")
     num_latent_t: int = _f(0, _int, "data", "latent frames kept (20 for 77 frames, 21 for 81)")
@@ -116,13 +118,17 @@ class TrainingArgs:
     num_frames: int = _f(0, _int, "data", "pixel frames")
     training_cfg_rate: float = _f(0.0, _float, "data", "probability of zeroing a sample's text embedding")
     seed: int | None = _f(None, _oint, "data", "run seed (required)")
+    preprocessed_data_type: str = _f("t2v", F.choice(("t2v", "text_only"), reader=F.read_str), "data",
+                                     "what the dataset rows hold: t2v (latents and text) or text_only (text "
+                                     "embeddings; for methods that read no latents, e.g. DMD2 simulate)")
     group_frame: bool = _f(False, _bool, "data", _LEGACY, IGNORED)
     group_resolution: bool = _f(False, _bool, "data", _LEGACY, IGNORED)
 
     # ---- output / checkpoint ----
     output_dir: str = _f("", _str, "output", "checkpoints, logs and validation videos")
     checkpoints_total_limit: int = _f(0, _int, "output", "keep this many newest checkpoints (0 = all)")
-    resume_from_checkpoint: str = _f("", _str, "output", "checkpoint dir, output dir or 'latest'")
+    resume_from_checkpoint: str = _f("", F.null_means("", _str), "output",
+                                     "checkpoint dir, output dir or 'latest' (null: start afresh)")
     training_state_checkpointing_steps: int = _f(0, _int, "output", "save every N steps (0 = never)")
     weight_only_checkpointing_steps: int = _f(0, _int, "output", "weights-only save every N steps")
 
@@ -202,6 +208,8 @@ class TrainingArgs:
     validation_dataset_file: str = _f("", _str, "validation", "prompts file (json/csv/parquet/arrow)")
     validation_preprocessed_path: str = _f("", _str, "validation", _LEGACY, IGNORED)
     validation_steps: float = _f(0.0, _float, "validation", "validate every N steps")
+    validation_at_start: bool = _f(True, _bool, "validation", "also validate before the first step (FastVideo's "
+                                   "current callbacks.validation.run_at_start)")
     validation_sampling_steps: tuple[int, ...] = _f((), F.int_list, "validation",
                                                     "sampling step counts (\"8\" or \"8,4\")")
     validation_guidance_scale: tuple[float, ...] = _f((), F.float_list, "validation",
@@ -209,6 +217,7 @@ class TrainingArgs:
     trackers: tuple[str, ...] = _f((), F.choice_list(TRACKERS), "validation", "trackers (tensorboard, wandb, none)")
     tracker_project_name: str = _f("", _str, "validation", "tracker project")
     wandb_run_name: str = _f("", _str, "validation", "tracker run name")
+    tracker_entity: str = _f("", _str, "validation", "W&B entity (team or user); '' -> W&B's default")
     log_steps: int = _f(1, _int, "validation", "fvjax addition: fetch metrics from the devices every N steps "
                         "(every step is still logged; 1 = FastVideo's per-step sync)")
 

@@ -14,7 +14,7 @@ import numpy as np
 
 class MetricsLogger:
     def __init__(self, output_dir: str, trackers: tuple[str, ...] = (), project: str = "", run_name: str = "",
-                 config_text: str = ""):
+                 config_text: str = "", entity: str = ""):
         self.enabled = jax.process_index() == 0
         self._jsonl = None
         self._tb = None
@@ -30,7 +30,7 @@ class MetricsLogger:
         from tensorboardX import SummaryWriter
         self._tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
         if "wandb" in trackers:
-            self._wandb = _start_wandb(project, run_name, output_dir, config_text)
+            self._wandb = _start_wandb(project, run_name, output_dir, config_text, entity)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -80,14 +80,14 @@ def _animated_image_summary(tag: str, frames: np.ndarray, fps: float):
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
-def _start_wandb(project: str, run_name: str, output_dir: str, config_text: str):
+def _start_wandb(project: str, run_name: str, output_dir: str, config_text: str, entity: str = ""):
     try:
         import wandb
     except ImportError:
         print("fvjax: warning: training.trackers asks for wandb but it is not installed "
               "(pip install 'fvjax[wandb]'); logging to JSONL and TensorBoard only", file=sys.stderr)
         return None
-    run = wandb.init(project=project or "fvjax", name=run_name or None, dir=output_dir)
+    run = wandb.init(project=project or "fvjax", name=run_name or None, dir=output_dir, entity=entity or None)
     if config_text:
         path = os.path.join(output_dir, "run.yaml")
         with open(path, "w") as f:

@@ -21,6 +21,7 @@ class WanFamily(Family):
     display_name = "Wan"
     diffusers_class_name = DIFFUSERS_CLASS_NAME
     model_label = "Wan2.1 T2V transformer"
+    fastvideo_targets = ("fastvideo.train.models.wan.WanModel", "fastvideo.train.models.wan.wan.WanModel")
     presets = PRESETS
     defaults = PipelineDefaults(negative_prompt=WAN_DEFAULT_NEGATIVE_PROMPT)
 

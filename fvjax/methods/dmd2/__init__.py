@@ -9,6 +9,7 @@ from typing import Any
 from fvjax.errors import fail
 from fvjax.methods.api import (LATENTS_AND_TEXT, TEXT_ONLY, CheckContext, ExtrasContext, MethodSpec, RoleRequirement,
                                ValidationContext)
+from fvjax.methods.dmd2 import fastvideo_train
 from fvjax.methods.dmd2.config import DMD2_PARAMS, SIMULATE, DMD2Config
 from fvjax.schema.training_args import ExecutionMode, TrainingArgs
 
@@ -89,4 +90,6 @@ METHOD = MethodSpec(
     # The simulated rollout starts from noise: only the text embeddings (and the latents' shape) are read.
     data=lambda c: TEXT_ONLY if c.rollout_mode == SIMULATE else LATENTS_AND_TEXT,
     step_flops=_step_flops,
+    fastvideo_targets=fastvideo_train.TARGETS,
+    from_fastvideo=fastvideo_train.from_fastvideo,
 )

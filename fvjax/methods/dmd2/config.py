@@ -30,7 +30,10 @@ class DMD2Config:
     warp_denoising_step: bool = False
     min_timestep_ratio: float = 0.2
     max_timestep_ratio: float = 0.98
-    flow_shift: float = 3.0
+    flow_shift: float = 3.0                           # the score timesteps' shift (pipeline flow_shift)
+    # FastVideo's current schema: the student's own scheduler shift (models.student.flow_shift), used to
+    # noise to a timestep and to warp the schedule. None: flow_shift (the design branch has one shift).
+    student_flow_shift: float | None = None
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     # The critic's optimizer (FastVideo: training.fake_score_*; its current main moves them to the method).
     fake_score_learning_rate: float = 0.0             # 0 -> the student's learning_rate
@@ -41,6 +44,11 @@ class DMD2Config:
     # pipeline text encoder encodes `negative_prompt` at start (fvjax/methods/dmd2/negative_prompt.py), else zeros.
     negative_prompt_embedding: str = ""
     negative_prompt: str | None = None                # None -> the family's default negative prompt
+
+    @property
+    def table_shift(self) -> float:
+        """The shift of the student's noise table (noising, warp)."""
+        return self.flow_shift if self.student_flow_shift is None else self.student_flow_shift
 
 
 def _rollout_from_bool(simulate: bool) -> str:
@@ -55,6 +63,13 @@ def _check_steps(steps: tuple[int, ...], where: object, key: str) -> None:
             fail(where, f"{key}[{i}]", f"is {t}; timesteps must be in 1..{NUM_TRAIN_TIMESTEPS}")
     if any(a <= b for a, b in zip(steps, steps[1:])):
         fail(where, key, f"must be strictly decreasing (noisiest first), got {list(steps)}")
+
+
+def _full_range(bound: float):
+    """min/max_timestep_ratio: null means the full range, as FastVideo reads it."""
+    def read(value, where: object, key: str) -> float:
+        return bound if value is None else F.read_float(value, where, key)
+    return read
 
 
 def _check_ratio(value: float, where: object, key: str) -> None:
@@ -89,14 +104,16 @@ DMD2_PARAMS: tuple[Param, ...] = (
         Source(TRAINING, "warp_denoising_step"),
     )),
     Param("min_timestep_ratio", (
-        Source(METHOD, "min_timestep_ratio", F.read_float),
+        Source(METHOD, "min_timestep_ratio", _full_range(0.0)),
         Source(TRAINING, "min_timestep_ratio"),
     ), check=_check_ratio),
     Param("max_timestep_ratio", (
-        Source(METHOD, "max_timestep_ratio", F.read_float),
+        Source(METHOD, "max_timestep_ratio", _full_range(1.0)),
         Source(TRAINING, "max_timestep_ratio"),
     ), check=_check_ratio),
     Param("flow_shift", (Source(PIPELINE, "flow_shift"),), FROM_CONTEXT, F.check_flow_shift),
+    Param("student_flow_shift", (Source(METHOD, "student_flow_shift", F.optional(F.read_float)),), None,
+          lambda v, where, key: v is None or F.check_flow_shift(v, where, key)),
     Param("fake_score_learning_rate", (
         Source(METHOD, "fake_score_learning_rate", F.read_float),
         Source(TRAINING, "fake_score_learning_rate"),

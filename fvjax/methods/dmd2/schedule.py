@@ -25,7 +25,7 @@ def denoising_steps(cfg: DMD2Config) -> np.ndarray:
     """The few-step schedule (float32 [n], noisiest first), warped onto the shifted table if asked."""
     if not cfg.warp_denoising_step:
         return np.asarray(cfg.dmd_denoising_steps, np.float32)
-    return warp_timesteps(cfg.dmd_denoising_steps, cfg.flow_shift, cfg.num_train_timesteps)
+    return warp_timesteps(cfg.dmd_denoising_steps, cfg.table_shift, cfg.num_train_timesteps)
 
 
 def shift_timestep(t: jax.Array, shift: float, num_train_timesteps: int = fm.NUM_TRAIN_TIMESTEPS) -> jax.Array:

@@ -45,7 +45,7 @@ def student_updates_at(step: jax.Array, interval: int) -> jax.Array:
 
 def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) -> Losses:
     student, teacher, critic = models["student"], models["teacher"], models["critic"]
-    levels = NoiseLevels(cfg.flow_shift, cfg.num_train_timesteps)
+    levels = NoiseLevels(cfg.table_shift, cfg.num_train_timesteps)
     steps = denoising_steps(cfg)
 
     def x0_of(model: RoleModel, params, x_t, t, text):

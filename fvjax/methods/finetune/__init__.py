@@ -6,6 +6,7 @@ from typing import Any
 
 from fvjax.errors import fail
 from fvjax.methods.api import CheckContext, MethodSpec, RoleRequirement
+from fvjax.methods.finetune import fastvideo_train
 from fvjax.methods.finetune.config import FINETUNE_PARAMS, FinetuneConfig
 from fvjax.schema.training_args import ExecutionMode, TrainingArgs
 
@@ -26,4 +27,6 @@ METHOD = MethodSpec(
     params=FINETUNE_PARAMS,
     check=_check,
     step_flops=lambda config, forward, batch: 3 * forward["student"] * batch,   # forward + backward (2x)
+    fastvideo_targets=fastvideo_train.TARGETS,
+    from_fastvideo=fastvideo_train.from_fastvideo,
 )

@@ -49,5 +49,8 @@ FINETUNE_PARAMS: tuple[Param, ...] = (
     Param("logit_mean", (Source(METHOD, "logit_mean", F.read_float), Source(TRAINING, "logit_mean"))),
     Param("logit_std", (Source(METHOD, "logit_std", F.read_float), Source(TRAINING, "logit_std"))),
     Param("mode_scale", (Source(METHOD, "mode_scale", F.read_float), Source(TRAINING, "mode_scale"))),
-    Param("flow_shift", (Source(PIPELINE, "flow_shift"),), FROM_CONTEXT, F.check_flow_shift),
+    # The timestep grid's shift: the student's own (FastVideo's current schema: models.student.flow_shift,
+    # a knob apart from the pipeline's validation shift), else pipeline_config.flow_shift.
+    Param("flow_shift", (Source(METHOD, "student_flow_shift", F.read_float), Source(PIPELINE, "flow_shift")),
+          FROM_CONTEXT, F.check_flow_shift, first_wins=True),
 )
