@@ -10,7 +10,8 @@ import yaml
 
 from fvjax.errors import UserError
 from fvjax.recipe import parse_recipe
-from fvjax.training.validation import read_prompts, sampler_specs
+from fvjax.data.prompt_files import read_prompts
+from fvjax.training.validation import sampler_specs
 from fvjax.io.video import read_video
 from tiny_pipeline import write_tiny_wan_pipeline
 from training_utils import REPO, make_data, train_in_process, write_recipe

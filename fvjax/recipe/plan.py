@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from fvjax.data.prompt_files import describe_prompts
 from fvjax.families.api import Family, ModelSource
 from fvjax.families.registry import get_family
 from fvjax.methods.api import TEXT_ONLY
@@ -141,6 +142,8 @@ def render(plan: RunPlan, devices_present: str) -> str:
              else "never (training_state_checkpointing_steps is 0)")
     lines.append(f"  checkpoint  {saves}, keep {t.checkpoints_total_limit or 'all'}; validation "
                  f"{'every %g steps' % t.validation_steps if t.log_validation else 'off'}")
+    if t.log_validation and (prompts := describe_prompts(t.validation_dataset_file)):
+        lines.append(f"  validation  {prompts}")
     for key in plan.ignored:
         lines.append(f"  note: training.{key} is accepted but ignored ({TRAINING_FIELDS[key].metadata['doc']})")
     for problem in plan.problems:

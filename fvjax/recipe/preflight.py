@@ -66,6 +66,16 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
         elif not Path(t.validation_dataset_file).expanduser().is_file():
             problems.append(Problem("training.validation_dataset_file",
                                     f"{t.validation_dataset_file!r} does not exist on this machine"))
+        else:   # read now, so that a run the dry-run passed does not fail at its first validation
+            from fvjax.data.prompt_files import read_prompts
+            from fvjax.errors import UserError
+            prompts_key = "training.validation_dataset_file"
+            try:
+                read_prompts(t.validation_dataset_file, recipe.source, prompts_key)
+            except UserError as err:
+                parts = [err.where] if err.where != str(recipe.source) else []
+                parts += [err.key] if err.key and err.key != prompts_key else []
+                problems.append(Problem(prompts_key, ": ".join(parts + [err.message])))
         if t.validation_steps <= 0:
             problems.append(Problem("training.validation_steps", "is 0 but log_validation is true; set how often "
                                     "to validate"))

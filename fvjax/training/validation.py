@@ -20,7 +20,6 @@ Every process takes part in sampling (the student's parameters are sharded); pro
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import jax
 
+from fvjax.data.prompt_files import read_prompts
 from fvjax.errors import fail
 from fvjax.families.registry import get_family
 from fvjax.inference.sampling import SamplerSpec
@@ -37,35 +37,6 @@ from fvjax.methods.registry import get_method
 DEFAULT_ODE_STEPS = 50
 DEFAULT_GUIDANCE = 5.0
 FPS = 16
-
-
-def read_prompts(path: str, where: object, key: str = "training.validation_dataset_file") -> list[str]:
-    """Captions from FastVideo's validation JSON ({"data": [{"caption": ...}, ...]}, or a bare list of such
-    entries or strings) or a text file with one prompt per line."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        fail(where, key, f"{path!r} does not exist (a JSON file {{\"data\": [{{\"caption\": ...}}]}} or a .txt "
-             "file with one prompt per line)")
-    text = file.read_text(encoding="utf-8")
-    if file.suffix != ".json":
-        prompts = [line.strip() for line in text.splitlines() if line.strip()]
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            fail(file, key, f"invalid JSON ({err})")
-        entries = data.get("data") if isinstance(data, dict) else data
-        if not isinstance(entries, list):
-            fail(file, key, "expected {\"data\": [{\"caption\": ...}, ...]}")
-        prompts = []
-        for i, entry in enumerate(entries):
-            caption = entry.get("caption") if isinstance(entry, dict) else entry
-            if not isinstance(caption, str) or not caption.strip():
-                fail(file, f"data[{i}].caption", "missing or not a non-empty string")
-            prompts.append(caption)
-    if not prompts:
-        fail(file, key, "holds no prompts")
-    return prompts
 
 
 NO_PIPELINE = ("validation needs a Diffusers Wan pipeline for its VAE and text encoder: set training.model_path "
@@ -131,7 +102,8 @@ class Validator:
             return None
         if not t.validation_dataset_file:
             fail(recipe.source, "training.validation_dataset_file", "log_validation is on but no prompts file is "
-                 "given (FastVideo's JSON {\"data\": [{\"caption\": ...}]} or a .txt, one prompt per line)")
+                 "given (FastVideo's JSON {\"data\": [{\"caption\": ...}]}, a .csv/.parquet/.arrow with a "
+                 "caption column, or a .txt, one prompt per line)")
         if t.validation_steps <= 0:
             fail(recipe.source, "training.validation_steps", "log_validation is on: set how often to validate "
                  "(a positive number of steps)")
