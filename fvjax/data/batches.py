@@ -23,8 +23,16 @@ Latents. Datasets hold the VAE posterior mean as the VAE made it (FastVideo's pr
 with `latents_mean` / `latents_std` set (the trainer sets Wan's VAE constants) each channel c becomes
 (x_c - mean_c) / std_c, FastVideo's normalize_dit_input, before it reaches a model.
 
+Text-only data (FastVideo's text_only parquet) holds no latents: with `needs_latents` False (a method
+that reads text only, e.g. DMD2's simulate rollout) its batches carry zeros of `latent_shape`
+([C, num_latent_t, H/8, W/8], from the recipe) in their place, for the shape; with `needs_latents` True
+it is refused. Its stored embeddings are already padded to 512 tokens, so the mask is all ones.
+
+Several datasets (a multi-dataset data_path) are one source, each dataset `repeat` times (sources.py);
+the permutation runs over all of them.
+
 Batches are dicts of numpy arrays:
-    latents     float32 [b, 16, T, H, W]   (T cropped to num_latent_t when > 0; normalised)
+    latents     float32 [b, 16, T, H, W]   (T cropped to num_latent_t when > 0; normalised; zeros for text-only data)
     text_embeds float32 [b, text_len, D]   (padded with zeros / cropped to text_len = 512)
     text_mask   int32   [b, text_len]      (1 over the valid tokens)
 with b = global_batch_size / process_count. Loading runs in grain threads with a prefetch buffer.
@@ -39,9 +47,10 @@ from typing import Iterator
 import grain
 import numpy as np
 
-from fvjax.data.sample import FLAG, RawSample, Source, check_sample_shapes
+from fvjax.data.sample import FLAG, TEXT_ONLY_FOR_LATENTS, RawSample, Source, check_sample_shapes
 from fvjax.data.sources import open_source
 from fvjax.errors import UserError
+from fvjax.schema.data_path import DataPath
 
 # Effectively endless: the loop decides when to stop.
 _ENDLESS_STEPS = 1 << 40
@@ -51,7 +60,7 @@ _KEYS = {"fvjax": ("latents", "text"), "parquet": ("vae_latent_shape", "text_emb
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    data_path: str
+    data_path: DataPath                 # a path, or (path, repeat) pairs (fvjax/schema/data_path.py)
     global_batch_size: int              # samples per step over all processes (train_batch_size x data-parallel groups)
     seed: int = 42
     num_latent_t: int = 0               # crop latents to this many frames; 0 keeps them all
@@ -62,6 +71,8 @@ class DataConfig:
     latents_mean: tuple[float, ...] | None = None   # per-channel VAE statistics; None: latents used as stored
     latents_std: tuple[float, ...] | None = None
     reshuffle_each_epoch: bool = False  # False = FastVideo (the same order every epoch)
+    needs_latents: bool = True          # False: the method reads text only; text-only data is accepted
+    latent_shape: tuple[int, ...] | None = None   # [C, T, H, W] of text-only data's (zero) latents
     num_threads: int = 2                # grain reader threads
     prefetch_batches: int = 2
 
@@ -93,14 +104,30 @@ class TrainData:
         first = self.source[0]
         check_sample_shapes(first.latents, first.text_embeds, first.where, self._latent_key, self._text_key,
                             cfg.latent_channels)
-        self.raw_latent_shape = tuple(first.latents.shape)
-        if cfg.num_latent_t > self.raw_latent_shape[1]:
-            raise UserError(first.where, self._latent_key, f"latents have {self.raw_latent_shape[1]} frames, fewer "
-                                                           f"than num_latent_t = {cfg.num_latent_t}")
+        self.has_latents = getattr(self.source, "has_latents", True)
+        if not self.has_latents:
+            self._init_text_only(cfg)
+        else:
+            self._init_latents(cfg, first)
         self.text_dim = int(first.text_embeds.shape[1])
         if cfg.text_dim is not None and cfg.text_dim != self.text_dim:
             raise UserError(first.where, self._text_key, f"text embeddings have dim {self.text_dim}, the model "
                                                          f"expects text_dim {cfg.text_dim}")
+
+    def _init_text_only(self, cfg: DataConfig) -> None:
+        if cfg.needs_latents:
+            raise UserError(self.source.path, FLAG, TEXT_ONLY_FOR_LATENTS)
+        shape = tuple(cfg.latent_shape or ())
+        if len(shape) != 4 or min(shape) <= 0:
+            raise UserError(self.source.path, FLAG, "text-only data holds no latents, so their shape comes from "
+                                                    "the recipe: set training.num_latent_t, num_height and num_width")
+        self.raw_latent_shape = self.latent_shape = shape
+
+    def _init_latents(self, cfg: DataConfig, first: RawSample) -> None:
+        self.raw_latent_shape = tuple(first.latents.shape)
+        if cfg.num_latent_t > self.raw_latent_shape[1]:
+            raise UserError(first.where, self._latent_key, f"latents have {self.raw_latent_shape[1]} frames, fewer "
+                                                           f"than num_latent_t = {cfg.num_latent_t}")
         if cfg.latents_mean is not None:
             channels = self.raw_latent_shape[0]
             if len(cfg.latents_mean) != channels or len(cfg.latents_std or ()) != channels:
@@ -138,15 +165,18 @@ class TrainData:
         raw: RawSample = self.source[int(index)]
         check_sample_shapes(raw.latents, raw.text_embeds, raw.where, self._latent_key, self._text_key,
                             self.cfg.latent_channels)
-        if raw.latents.shape != self.raw_latent_shape:
-            raise UserError(raw.where, self._latent_key, f"latent shape {list(raw.latents.shape)} differs from the "
-                                                         f"dataset's {list(self.raw_latent_shape)}; a batch needs one shape")
         if raw.text_embeds.shape[1] != self.text_dim:
             raise UserError(raw.where, self._text_key, f"text dim {raw.text_embeds.shape[1]} differs from the "
                                                        f"dataset's {self.text_dim}")
-        latents = np.asarray(raw.latents[:, :self.latent_shape[1]], np.float32)
-        if self.cfg.latents_mean is not None:
-            latents = (latents - self._mean) / self._std
+        if not self.has_latents:   # FastVideo: no latents read; zeros give the shape
+            latents = np.zeros(self.latent_shape, np.float32)
+        else:
+            if raw.latents.shape != self.raw_latent_shape:
+                raise UserError(raw.where, self._latent_key, f"latent shape {list(raw.latents.shape)} differs from "
+                                f"the dataset's {list(self.raw_latent_shape)}; a batch needs one shape")
+            latents = np.asarray(raw.latents[:, :self.latent_shape[1]], np.float32)
+            if self.cfg.latents_mean is not None:
+                latents = (latents - self._mean) / self._std
         n = min(raw.text_embeds.shape[0], self.cfg.text_len)
         text = np.zeros((self.cfg.text_len, self.text_dim), np.float32)
         mask = np.zeros((self.cfg.text_len,), np.int32)

@@ -38,6 +38,7 @@ _STORABLE = {np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bflo
 
 class FvjaxSource:
     format = "fvjax"
+    has_latents = True
 
     def __init__(self, path: str):
         self.path = path

@@ -1,10 +1,16 @@
-"""FastVideo's preprocessed parquet datasets (t2v schema, spec §6), read as a random-access source.
+"""FastVideo's preprocessed parquet datasets (spec §5.4), read as a random-access source.
 
-Columns read: vae_latent_bytes / vae_latent_shape ([C, T, H, W]) and text_embedding_bytes /
-text_embedding_shape ([L_valid, D]). As FastVideo's loader does, the bytes are always decoded as
-float32 whatever the *_dtype columns say (FastVideo's writers store float32). The metadata columns
-(id, file_name, caption, media_type, width, height, num_frames, duration_sec, fps) are not needed for
-training.
+Two schemas:
+- t2v: vae_latent_bytes / vae_latent_shape ([C, T, H, W]) and text_embedding_bytes /
+  text_embedding_shape ([L_valid, D], padding stripped), plus metadata columns (id, file_name, caption,
+  media_type, width, height, num_frames, duration_sec, fps) not needed for training;
+- text_only (FastVideo's `--preprocess_task text_only`): id, text_embedding_{bytes,shape,dtype} and
+  caption only; the embedding is stored already zero-padded ([512, 4096] for Wan), so the training mask
+  is all ones over it, padding included, as in FastVideo. Such a source has no latents
+  (`has_latents` False; samples' latents are None), for methods that read text only.
+A file is text-only when it has no vae_latent_bytes column; a dataset must be one kind or the other.
+As FastVideo's loader does, the bytes are always decoded as float32 whatever the *_dtype columns say
+(FastVideo's writers store float32).
 
 Files are found recursively under the path and sorted by name (as FastVideo), samples numbered file
 after file. A sample read decodes its whole row group, like FastVideo's map-style loader; the last few
@@ -25,7 +31,9 @@ from fvjax.data.sample import FLAG, RawSample
 from fvjax.io.atomic import atomic_directory
 from fvjax.errors import UserError
 
-REQUIRED_COLUMNS = ("vae_latent_bytes", "vae_latent_shape", "text_embedding_bytes", "text_embedding_shape")
+TEXT_COLUMNS = ("text_embedding_bytes", "text_embedding_shape")
+LATENT_COLUMNS = ("vae_latent_bytes", "vae_latent_shape")
+REQUIRED_COLUMNS = LATENT_COLUMNS + TEXT_COLUMNS   # t2v; text_only: TEXT_COLUMNS
 
 SCHEMA_T2V = pa.schema([
     pa.field("id", pa.string()),
@@ -44,6 +52,27 @@ SCHEMA_T2V = pa.schema([
     pa.field("duration_sec", pa.float64()),
     pa.field("fps", pa.float64()),
 ])
+
+SCHEMA_TEXT_ONLY = pa.schema([
+    pa.field("id", pa.string()),
+    pa.field("text_embedding_bytes", pa.binary()),
+    pa.field("text_embedding_shape", pa.list_(pa.int64())),
+    pa.field("text_embedding_dtype", pa.string()),
+    pa.field("caption", pa.string()),
+])
+
+
+def file_has_latents(file: str, names: set[str]) -> bool:
+    """Whether a parquet file with these columns is t2v (True) or text_only (False); UserError if neither."""
+    for col in TEXT_COLUMNS:
+        if col not in names:
+            raise UserError(file, col, f"missing column; FastVideo's t2v schema needs {', '.join(REQUIRED_COLUMNS)} "
+                                       f"and its text_only schema {', '.join(TEXT_COLUMNS)}")
+    present = [col in names for col in LATENT_COLUMNS]
+    if any(present) and not all(present):
+        raise UserError(file, LATENT_COLUMNS[present.index(False)], f"missing column; FastVideo's t2v schema needs "
+                                                                   f"{', '.join(REQUIRED_COLUMNS)}")
+    return all(present)
 
 
 def find_parquet_files(path: str) -> list[str]:
@@ -71,9 +100,13 @@ class ParquetSource:
                 meta, names = parquet_file.metadata, set(parquet_file.schema_arrow.names)
             except (OSError, pa.ArrowException) as err:
                 raise UserError(file, None, f"cannot read parquet file: {err}")
-            for col in REQUIRED_COLUMNS:
-                if col not in names:
-                    raise UserError(file, col, f"missing column; FastVideo's t2v schema needs {', '.join(REQUIRED_COLUMNS)}")
+            has_latents = file_has_latents(file, names)
+            if fi == 0:
+                self.has_latents = has_latents
+            elif has_latents != self.has_latents:
+                kinds = ("text only (no vae_latent_bytes column)", "latents and text")
+                raise UserError(file, FLAG, f"holds {kinds[has_latents]} but {self.files[0]} holds "
+                                            f"{kinds[self.has_latents]}; a dataset is one kind or the other")
             for rg in range(meta.num_row_groups):
                 rows = meta.row_group(rg).num_rows
                 if rows:
@@ -86,6 +119,7 @@ class ParquetSource:
         self._len = total
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_size = cached_row_groups
+        self._columns = REQUIRED_COLUMNS if self.has_latents else TEXT_COLUMNS
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -97,8 +131,8 @@ class ParquetSource:
                 self._cache.move_to_end(g)
                 return self._cache[g]
         fi, rg = self._groups[g]
-        table = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=list(REQUIRED_COLUMNS))
-        columns = {name: table.column(name).to_pylist() for name in REQUIRED_COLUMNS}
+        table = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=list(self._columns))
+        columns = {name: table.column(name).to_pylist() for name in self._columns}
         with self._lock:
             self._cache[g] = columns
             while len(self._cache) > self._cache_size:
@@ -113,15 +147,19 @@ class ParquetSource:
         cols = self._row_group(g)
         fi = self._groups[g][0]
         where = f"{self.files[fi]} (row {index - self._file_starts[fi]})"
-        latents = _decode(cols["vae_latent_bytes"][row], cols["vae_latent_shape"][row], where, "vae_latent")
+        latents = _decode(cols["vae_latent_bytes"][row], cols["vae_latent_shape"][row], where, "vae_latent") \
+            if self.has_latents else None
         text = _decode(cols["text_embedding_bytes"][row], cols["text_embedding_shape"][row], where, "text_embedding")
         return RawSample(latents=latents, text_embeds=text, where=where)
 
     @property
     def fingerprint(self) -> dict:
-        return {"format": self.format, "num_samples": self._len,
-                "files": [os.path.relpath(f, self.path) if os.path.isdir(self.path) else os.path.basename(f)
-                          for f in self.files]}
+        out = {"format": self.format, "num_samples": self._len,
+               "files": [os.path.relpath(f, self.path) if os.path.isdir(self.path) else os.path.basename(f)
+                         for f in self.files]}
+        if not self.has_latents:
+            out["kind"] = "text_only"
+        return out
 
 
 def _decode(data, shape, where: str, column: str) -> np.ndarray:

@@ -48,6 +48,34 @@ def unwritable_directory(path: str) -> str | None:
     return None
 
 
+def data_problems(recipe: Recipe) -> list[Problem]:
+    """training.data_path: set; every dataset root present; the data the method reads (latents and text,
+    or text only) is what the files hold (read from a manifest or one parquet schema per root)."""
+    from fvjax.data.sample import TEXT_ONLY_FOR_LATENTS
+    from fvjax.data.sources import dataset_has_latents
+    from fvjax.methods.api import TEXT_ONLY
+    from fvjax.schema.data_path import data_specs
+
+    key = "training.data_path"
+    specs = data_specs(recipe.training.data_path)
+    if not specs:
+        return [Problem(key, "is empty; set the preprocessed dataset directory")]
+    roots = list(dict.fromkeys(root for root, _ in specs))
+    problems = [Problem(key, f"{root!r} does not exist on this machine") for root in roots
+                if not Path(root).expanduser().exists()]
+    if problems:
+        return problems
+    kinds = {root: dataset_has_latents(root) for root in roots}
+    text_only = [root for root, has in kinds.items() if has is False]
+    if text_only and get_method(recipe.method).data_needs(recipe.method_config) != TEXT_ONLY:
+        problems.append(Problem(key, f"{text_only[0]!r} {TEXT_ONLY_FOR_LATENTS}"))
+    elif text_only and any(has for has in kinds.values()):
+        latents = next(root for root, has in kinds.items() if has)
+        problems.append(Problem(key, f"{text_only[0]!r} holds text embeddings only but {latents!r} holds latents; "
+                                "the datasets of one run must be the same kind"))
+    return problems
+
+
 def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None) -> list[Problem]:
     t = recipe.training
     sources = resolve_sources(recipe) if sources is None else sources
@@ -56,10 +84,7 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
         if not source.weights_present:
             problems.append(Problem(recipe.role_key(name, "path"), f"weights not available on this machine: "
                                     f"{source.detail}"))
-    if not t.data_path:
-        problems.append(Problem("training.data_path", "is empty; set the preprocessed dataset directory"))
-    elif not Path(t.data_path).expanduser().exists():
-        problems.append(Problem("training.data_path", f"{t.data_path!r} does not exist on this machine"))
+    problems += data_problems(recipe)
     if t.log_validation:
         if not t.validation_dataset_file:
             problems.append(Problem("training.validation_dataset_file", "is empty but log_validation is true"))

@@ -31,6 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from fvjax.cpu_tuning import compiler_options
 from fvjax.data.batches import DataConfig, TrainData
 from fvjax.families.registry import get_family
+from fvjax.methods.api import TEXT_ONLY
 from fvjax.methods.registry import get_method
 from fvjax.models.platform import mesh_platform
 from fvjax.schema.recipe import Recipe
@@ -57,16 +58,19 @@ def make_update(recipe: Recipe, runtime: Runtime) -> Callable:
 
 def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
     t = recipe.training
-    model = runtime.models[get_method(recipe.method).sampled_role].config
+    method = get_method(recipe.method)
+    model = runtime.models[method.sampled_role].config
     # FastVideo normalises dataset latents with the VAE of the model_path pipeline (the family knows where).
     family = get_family(recipe.family)
     stats = family.latent_statistics(t.model_path or t.pretrained_model_name_or_path)
     mean, std = stats if stats is not None else (None, None)
+    spatial = family.defaults.spatial_compression   # text-only data: the latents' shape from the recipe
     cfg = DataConfig(
         data_path=t.data_path, seed=t.seed, num_latent_t=t.num_latent_t, training_cfg_rate=t.training_cfg_rate,
         global_batch_size=t.train_batch_size * recipe.mesh.data_parallel * t.grad_accum,
         text_len=family.defaults.text_len, text_dim=model.text_dim, latent_channels=model.in_channels,
-        latents_mean=mean, latents_std=std)
+        latents_mean=mean, latents_std=std, needs_latents=method.data_needs(recipe.method_config) != TEXT_ONLY,
+        latent_shape=(model.in_channels, t.num_latent_t, t.num_height // spatial, t.num_width // spatial))
     return TrainData(cfg)
 
 
