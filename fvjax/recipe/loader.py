@@ -287,6 +287,8 @@ def _build(raw: dict, text: str, where: Path | str, device_count, translation: T
     for name, value in resolved.values.items():   # method ints enter jitted code too
         _check_int32(value, *resolved.origins[name])
 
+    if not values.get("trackers"):   # fvjax's meaning of no trackers: metrics.jsonl and TensorBoard
+        values["trackers"] = ("tensorboard",)
     training = TrainingArgs(**values)
     if training.preprocessed_data_type == "text_only" and method.data_needs(method_config) != TEXT_ONLY:
         fail(where, "training.preprocessed_data_type", f"is text_only, but method {method.name!r} as configured "
