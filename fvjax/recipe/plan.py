@@ -11,8 +11,8 @@ from fvjax.families.registry import get_family
 from fvjax.methods.api import TEXT_ONLY
 from fvjax.methods.registry import get_method
 from fvjax.recipe.preflight import Problem, find_problems, resolve_sources
+from fvjax.recipe.resolved import FORMS, resolved_lines
 from fvjax.schema.recipe import Recipe
-from fvjax.schema.training_args import IGNORED, TRAINING_FIELDS
 from fvjax.sharding.mesh import MeshPlan
 from fvjax.sharding.rules import param_specs, per_device_count, rules_for
 
@@ -48,7 +48,6 @@ class RunPlan:
     rules_name: str
     roles: tuple[RolePlan, ...]
     problems: tuple[Problem, ...]
-    ignored: tuple[str, ...]        # training keys the recipe sets that fvjax accepts but ignores
 
     @property
     def total_bytes_per_device(self) -> int:
@@ -80,8 +79,7 @@ def build_plan(recipe: Recipe) -> RunPlan:
             memory = role_memory(family, source.config, role.trainable, recipe.training.dit_precision, recipe.mesh)
             architecture = family.describe(source.config)
         roles.append(RolePlan(name, role.trainable, source, memory, architecture))
-    ignored = tuple(sorted(k for k in recipe.training_given if TRAINING_FIELDS[k].metadata["status"] == IGNORED))
-    return RunPlan(recipe, rules_for(recipe.mesh)[0], tuple(roles), tuple(find_problems(recipe, sources)), ignored)
+    return RunPlan(recipe, rules_for(recipe.mesh)[0], tuple(roles), tuple(find_problems(recipe, sources)))
 
 
 _KIND = {"diffusers": "Diffusers weights", "fvjax": "fvjax weights", "preset": "built-in preset, random init",
@@ -99,13 +97,11 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.3f} B" if n >= 1e8 else f"{n / 1e6:.3f} M" if n >= 1e5 else str(n)
 
 
-def render(plan: RunPlan, devices_present: str) -> str:
+def render(plan: RunPlan, devices_present: str, *, resolved: bool = True) -> str:
     r, t, m = plan.recipe, plan.recipe.training, plan.recipe.mesh
-    form = "Phase 2 (distill:)" if r.form == "phase2" else "Phase 3 (recipe:)"
     lines = [
         f"fvjax dry run: {r.source}",
-        f"  recipe      family={r.family} method={r.method} mode={t.mode.value} (written in {form} form, "
-        f"roles under {r.roles_key}:)",
+        f"  recipe      family={r.family} method={r.method} mode={t.mode.value} (written in {FORMS[r.form]})",
         f"  topology    planned for the recipe's declared {m.num_devices} device(s), without them; "
         f"this machine has {devices_present}",
         f"  mesh        {m.describe()}  (data parallel {m.data_parallel}, parameter shards {m.param_shards}, "
@@ -144,10 +140,13 @@ def render(plan: RunPlan, devices_present: str) -> str:
                  f"{'every %g steps' % t.validation_steps if t.log_validation else 'off'}")
     if t.log_validation and (prompts := describe_prompts(t.validation_dataset_file)):
         lines.append(f"  validation  {prompts}")
-    for key in plan.ignored:
-        lines.append(f"  note: training.{key} is accepted but ignored ({TRAINING_FIELDS[key].metadata['doc']})")
+    if resolved:
+        lines.append("  resolved recipe (every value the run reads, and where it came from):")
+        lines += resolved_lines(r)
+    for key, why in r.provenance.ignored:
+        lines.append(f"  note: {key} is accepted but ignored ({why})")
     for problem in plan.problems:
-        lines.append(f"  warning: missing input: {problem.key}: {problem.message}")
+        lines.append(f"  warning: missing input: {r.provenance.shown(problem.key)}: {problem.message}")
     verdict = "a real run would refuse to start until the warnings above are fixed" if plan.problems \
         else "ready to train"
     lines.append(f"  dry run OK: {verdict}")

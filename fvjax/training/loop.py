@@ -201,9 +201,10 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
                      compiler_options=compiler_options(mesh_platform(runtime.mesh)))
     base_key = jax.random.key(t.seed)
     batches = batch_sharding(runtime.mesh)
-    logger = MetricsLogger(t.output_dir, t.trackers, t.tracker_project_name, t.wandb_run_name, recipe.text)
+    logger = MetricsLogger(t.output_dir, t.trackers, t.tracker_project_name, t.wandb_run_name, recipe.text,
+                           entity=t.tracker_entity)
     sampled = get_method(recipe.method).sampled_role
-    if validator is not None:   # FastVideo validates once before the first step too
+    if validator is not None and t.validation_at_start:   # FastVideo validates before the first step too
         validator.run(start_step, runtime.models[sampled], states[sampled].params, logger)
     preemption = _Preemption()
     bar = _progress(start_step, t.max_train_steps, lead)
