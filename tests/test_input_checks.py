@@ -76,3 +76,29 @@ def test_a_nonfinite_metric_other_than_a_loss_stops_the_run(tmp_path, capsys):
     assert stop.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("fvjax: error: ") and "training stopped at step 2: student/" in err, err
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("a: " + "[" * 5000 + "]" * 5000, "nested more than 100 levels deep"),
+    ("a:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(2000)), "nested more than 100 levels deep"),
+    ("? [a, b]\n: 1\n", "a mapping key must be a plain scalar"),
+    ("a: 1\na: 2\n", "duplicate key 'a'"),
+    ("base: &b {x: 1}\nother:\n  <<: *b\n  y: 3\n  y: 4\n", "duplicate key 'y'"),
+])
+def test_pathological_yaml_is_one_line(text, needle):
+    from fvjax.errors import UserError
+    from fvjax.recipe.yamlio import parse_yaml
+
+    with pytest.raises(UserError, match=needle) as err:
+        parse_yaml(text, "r.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_a_merge_key_may_be_overridden():
+    from fvjax.recipe.yamlio import parse_yaml
+
+    assert parse_yaml("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n", "r.yaml")["other"] == {"x": 3, "y": 2}
+    # aliases are shared, not expanded: a "billion laughs" file parses at once
+    laughs = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9))
+    assert len(parse_yaml(laughs, "r.yaml")) == 10

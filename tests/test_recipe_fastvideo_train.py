@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fvjax.recipe import load_recipe
+from fvjax.recipe import load_recipe, parse_recipe
 from fvjax.recipe.overrides import parse_overrides
 from fvjax.train import TOP_LEVEL_KEYS
 from tests.test_train_cli import assert_one_line_error, run
@@ -199,7 +199,9 @@ MALFORMED = [
     (_set("training.optimizer.learning_rte", 1e-5), "training.optimizer.learning_rte: unknown key; did you mean "
                                                     "'learning_rate'"),
     (_set("training.optim", {}), "training.optim: unknown key; did you mean 'optimizer'"),
-    (_set("training.optimizer.min_lr_ratio", 0), "training.optimizer.min_lr_ratio: is 0, which FastVideo reads as 0.5"),
+    (lambda raw: (_set("training.optimizer.min_lr_ratio", 0)(raw),
+                  _set("training.optimizer.lr_scheduler", "cosine_with_min_lr")(raw)),
+     "training.optimizer.min_lr_ratio: is 0, which FastVideo reads as 0.5"),
     (_set("training.optimizer.betas", None), "training.optimizer.betas: is null"),
     (_set("training.tracker.trackers", "wandb"), "training.tracker.trackers: must be a list"),
     (_set("training.tracker.trackers", ["swanlab"]), "swanlab is not supported"),
@@ -325,3 +327,29 @@ def test_null_resume_and_null_timestep_ratios(tmp_path):
     (tmp_path / "flat.yaml").write_text(yaml.safe_dump(flat))
     recipe = load_recipe(tmp_path / "flat.yaml")
     assert recipe.training.resume_from_checkpoint == "" and recipe.method_config.min_timestep_ratio == 0.0
+
+
+def test_student_shift_trains_and_pipeline_shift_validates(tmp_path):
+    """qad stage 1's case: pipeline.flow_shift 1 drives validation, the student's scheduler (3.0) training."""
+    ft = yaml.safe_load((RECIPES / "plans" / "finetune_t2v.yaml").read_text())
+    ft["pipeline"] = {"flow_shift": 1}
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(ft))
+    recipe = load_recipe(path)
+    assert recipe.method_config.flow_shift == 3.0 and recipe.pipeline.flow_shift == 1.0
+    from fvjax.training.validation import sampler_specs
+    assert {spec.shift for spec in sampler_specs(recipe)} == {1.0}
+
+
+def test_validation_renders_the_ema_weights_when_asked():
+    from types import SimpleNamespace
+
+    from fvjax.training.loop import _validated_params
+    state = SimpleNamespace(params="raw", ema="ema")
+    assert _validated_params(state, SimpleNamespace(use_ema=True)) == "ema"
+    assert _validated_params(state, SimpleNamespace(use_ema=False)) == "raw"
+    assert _validated_params(SimpleNamespace(params="raw", ema=None), SimpleNamespace(use_ema=True)) == "raw"
+    assert load_recipe(RECIPES / "plans" / "dmd2_t2v.yaml").training.use_ema   # the ema callback
+    raw = yaml.safe_load((RECIPES / "plans" / "dmd2_t2v.yaml").read_text())
+    raw["callbacks"]["ema"]["validate"] = False                                 # fvjax key: legacy use_ema off
+    assert not parse_recipe(yaml.safe_dump(raw), "r.yaml").training.use_ema

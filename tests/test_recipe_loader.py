@@ -142,13 +142,16 @@ def test_bool_must_be_a_yaml_bool():
             "training.log_validation", "YAML bool")
     rejects(edit(dmd2_base(), lambda r: r["training"].__setitem__("log_validation", 1)),
             "training.log_validation", "YAML bool")
-    assert load(edit(dmd2_base(), lambda r: r["training"].__setitem__("use_ema", True))).training.use_ema
+    assert load(edit(dmd2_base(), lambda r: r["training"].update(use_ema=True, ema_decay=0.99))).training.use_ema
+    rejects(edit(dmd2_base(), lambda r: r["training"].__setitem__("use_ema", True)), "training.use_ema",
+            "there is no EMA (ema_decay is 0)")
 
 
 def test_string_forms_have_fastvideo_meaning():
     r = load(edit(dmd2_base(), lambda r: r["training"].update(
         betas="0.0,0.999", fake_score_betas="0.0, 0.99", validation_sampling_steps="2",
-        validation_guidance_scale="6.0", learning_rate="2e-6", generator_update_interval="5")))
+        validation_guidance_scale="6.0", learning_rate="2e-6", generator_update_interval="5", log_validation=True,
+        validation_steps=10)))
     t = r.training
     assert t.betas == (0.0, 0.999) and t.fake_score_betas == (0.0, 0.99)
     assert t.validation_sampling_steps == (2,) and t.validation_guidance_scale == (6.0,)
@@ -232,7 +235,9 @@ def test_training_args_has_every_spec_field_with_fastvideo_default():
 def test_ignored_fields_accepted_and_unsupported_ones_rejected_unless_default():
     r = load(edit(dmd2_base(), lambda r: r["training"].update(pin_cpu_memory=False, mixed_precision="bf16",
                                                               train_sp_batch_size=1, lora_path=None)))
-    assert r.training.pin_cpu_memory is False and {"pin_cpu_memory", "mixed_precision"} <= r.training_given
+    assert {"pin_cpu_memory", "mixed_precision"} <= r.training_given
+    # ignored: listed for the dry run, at its default in the experiment (so every form is one object)
+    assert r.training.pin_cpu_memory is True and "training.pin_cpu_memory" in dict(r.provenance.ignored)
     rejects(edit(dmd2_base(), lambda r: r["training"].__setitem__("lora_path", "x.safetensors")),
             "training.lora_path", "not supported")
     rejects(edit(dmd2_base(), lambda r: r["training"].__setitem__("VSA_sparsity", 0.9)),
@@ -321,7 +326,8 @@ def test_dmd2_values_from_method_config_training_or_pipeline():
     c = load(phase2).method_config
     assert c == DMD2Config(rollout_mode="simulate", dmd_denoising_steps=(1000, 750, 500), generator_update_interval=3,
                            real_score_guidance_scale=2.5, warp_denoising_step=True, min_timestep_ratio=0.02,
-                           max_timestep_ratio=0.98, flow_shift=8.0)
+                           max_timestep_ratio=0.98, flow_shift=8.0,
+                           fake_score_learning_rate=load(phase2).training.learning_rate)   # 0: the student's
     moved = load(edit(dmd2_base(), lambda r: r["method_config"].update(
         fake_score_learning_rate=8e-6, fake_score_betas="0.0,0.999")))
     assert moved.method_config.fake_score_learning_rate == 8e-6 == moved.training.fake_score_learning_rate

@@ -133,6 +133,32 @@ def _read_pipeline(raw: dict, where: object) -> tuple[Given, str | None]:
     return Given(read_pipeline_values(section, where, key), where, key), None
 
 
+def _normalise(values: dict, roles: dict[str, RoleSpec]) -> None:
+    """One spelling per meaning, so that every form of a recipe (and its upgrade) is the same object:
+    ignored fields at their defaults (the dry run still lists them), no clipping as 0, no EMA without its
+    start step, switched-off validation without its settings, no trackers as fvjax's default,
+    W&B's empty project as the one fvjax gives it, the training-wide initial-weights file on each role
+    it applies to."""
+    for name in list(values):
+        if TRAINING_FIELDS[name].metadata["status"] == IGNORED:
+            values[name] = TRAINING_FIELDS[name].default
+    if values.get("max_grad_norm") is None or values["max_grad_norm"] < 0:   # no clipping
+        values["max_grad_norm"] = 0.0
+    if not values.get("ema_decay"):   # no EMA: when it would start means nothing
+        values.pop("ema_start_step", None)
+    if not values.get("log_validation"):   # validation off: its settings are never read
+        for name in ("validation_dataset_file", "validation_steps", "validation_guidance_scale", "validation_at_start"):
+            values.pop(name, None)
+    if not values.get("trackers"):   # metrics.jsonl and TensorBoard
+        values["trackers"] = ("tensorboard",)
+    if "wandb" in values["trackers"] and not values.get("tracker_project_name"):
+        values["tracker_project_name"] = "fvjax"
+    override = values.pop("init_weights_from_safetensors", "")
+    for name, role in roles.items():
+        if override and not role.disable_custom_init_weights and not role.transformer_override_safetensor:
+            roles[name] = dataclasses.replace(role, transformer_override_safetensor=override)
+
+
 def _check_int32(value, where: object, key: str) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > F.INT32_MAX:
         fail(where, key, f"is {value}; must be at most {F.INT32_MAX} (2**31 - 1)")
@@ -157,6 +183,9 @@ def _check_ranges(training: TrainingArgs, where: object) -> None:
         fail(where, "training.log_steps", f"is {training.log_steps}; must be >= 1")
     if not 0.0 <= training.ema_decay < 1.0:
         fail(where, "training.ema_decay", f"is {training.ema_decay}; must be in [0, 1)")
+    if training.use_ema and training.ema_decay == 0:
+        fail(where, "training.use_ema", "is true but there is no EMA (ema_decay is 0); set ema_decay (e.g. 0.999) "
+             "or remove use_ema")
     if training.lr_scheduler == "piecewise_constant" or training.fake_score_lr_scheduler == "piecewise_constant":
         if not training.lr_step_rules:
             key = "lr_scheduler" if training.lr_scheduler == "piecewise_constant" else "fake_score_lr_scheduler"
@@ -287,8 +316,7 @@ def _build(raw: dict, text: str, where: Path | str, device_count, translation: T
     for name, value in resolved.values.items():   # method ints enter jitted code too
         _check_int32(value, *resolved.origins[name])
 
-    if not values.get("trackers"):   # fvjax's meaning of no trackers: metrics.jsonl and TensorBoard
-        values["trackers"] = ("tensorboard",)
+    _normalise(values, roles)
     training = TrainingArgs(**values)
     if training.preprocessed_data_type == "text_only" and method.data_needs(method_config) != TEXT_ONLY:
         fail(where, "training.preprocessed_data_type", f"is text_only, but method {method.name!r} as configured "

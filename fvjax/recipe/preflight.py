@@ -107,9 +107,11 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
         from fvjax.training.validation import NO_PIPELINE, find_pipeline
         if find_pipeline(recipe) is None:
             problems.append(Problem("training.model_path", NO_PIPELINE))
-    if t.init_weights_from_safetensors and not Path(t.init_weights_from_safetensors).expanduser().is_file():
-        problems.append(Problem("training.init_weights_from_safetensors",
-                                f"{t.init_weights_from_safetensors!r} does not exist on this machine"))
+    for name in recipe.roles:
+        override = recipe.init_weights_override(name)
+        if override and not Path(override).expanduser().is_file():
+            problems.append(Problem(recipe.role_key(name, "transformer_override_safetensor"),
+                                    f"{override!r} does not exist on this machine (a .safetensors file)"))
     if t.resume_from_checkpoint and t.resume_from_checkpoint != "latest" \
             and not Path(t.resume_from_checkpoint).expanduser().exists():
         problems.append(Problem("training.resume_from_checkpoint",

@@ -22,7 +22,6 @@ Anything else that cannot be written is a one-line error naming the key. The out
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,10 +35,9 @@ from fvjax.recipe.fastvideo_train.roles import DEFAULT_FLOW_SHIFT
 from fvjax.recipe.fastvideo_train.training import DEFAULTS as CURRENT_TRAINING_DEFAULTS, FALSY_MEANS, PLACES
 from fvjax.recipe.yamlio import YAML_SUFFIXES
 from fvjax.schema.data_path import DataPaths
-from fvjax.schema.params import TRAINING
 from fvjax.schema.pipeline_config import PIPELINE_FIELDS
 from fvjax.schema.recipe import Recipe
-from fvjax.schema.training_args import IGNORED, TRAINING_FIELDS
+from fvjax.schema.training_args import TRAINING_FIELDS
 from fvjax.sharding.mesh import AUTO, fill_distributed
 
 SCRIPT_SUFFIXES = (".sh", ".bash", ".slurm", ".sbatch")
@@ -247,9 +245,8 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
         if field == "trackers" and not value:
             value = ("tensorboard",)   # fvjax's default (JSONL + TensorBoard); the current schema's is W&B
         if field == "tracker_project_name" and not value:
-            if "wandb" not in t.trackers:
-                continue   # not read without W&B
-            value = "fvjax"   # what fvjax hands W&B for an empty project name
+            _put(doc, place, "")   # (the loader gives W&B "fvjax" for an empty name, so here W&B is off)
+            continue
         if field == "train_batch_size" and value == 0:
             notes.append("training.data.train_batch_size: 1, the current schema's default (the original's 0 "
                          "cannot train)")
@@ -258,7 +255,8 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
             if _live_falsy(field, recipe):
                 fail(where, spell(f"training.{field}"), f"is {value}, which FastVideo's current "
                      f"schema reads as {FALSY_MEANS[field]}; the upgrade cannot write it")
-            continue   # not read by this recipe
+            _put(doc, place, value)   # accepted as written where nothing reads it
+            continue
         if field == "dit_precision":
             if value != "fp32":
                 _put(doc, place, value)
@@ -282,6 +280,8 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
             ema["decay"] = t.ema_decay
         if t.ema_start_step != EMA_START:
             ema["start_iter"] = t.ema_start_step
+        if not t.use_ema:
+            ema["validate"] = False   # fvjax key: the older schemas validate with the raw weights unless use_ema
         callbacks["ema"] = ema
     if t.log_validation:
         callbacks["validation"] = _validation(recipe, spell)
@@ -290,9 +290,8 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
 
     # pipeline (FastVideo needs the block for Wan, `{}` meaning the registry's defaults)
     pipeline: dict = {}
-    shift = c.flow_shift if recipe.method == "dmd2" else recipe.pipeline.flow_shift
-    if shift is not None and shift != family.default_flow_shift(t.model_path):
-        pipeline["flow_shift"] = shift
+    if recipe.pipeline.flow_shift is not None:
+        pipeline["flow_shift"] = recipe.pipeline.flow_shift
     for name in ("sampler_kind", "vae_precision"):
         if getattr(recipe.pipeline, name) != PIPELINE_FIELDS[name].default:
             pipeline[name] = getattr(recipe.pipeline, name)
@@ -336,109 +335,26 @@ def _ordered(mapping: dict, order: tuple[str, ...]) -> dict:
 # ------------------------------------------------------------------------------------ comparing the two recipes
 
 def _fields(recipe: Recipe) -> dict[str, Any]:
-    """Every compared value of a Recipe, by canonical key."""
     out: dict[str, Any] = {"recipe.family": recipe.family, "recipe.method": recipe.method, "mesh": recipe.mesh}
     for name, role in recipe.roles.items():
         for f in dataclasses.fields(role):
             out[f"models.{name}.{f.name}"] = getattr(role, f.name)
-    for f in dataclasses.fields(recipe.training):
-        out[f"training.{f.name}"] = getattr(recipe.training, f.name)
-    for f in dataclasses.fields(recipe.pipeline):
-        if f.compare:
-            out[f"pipeline_config.{f.name}"] = getattr(recipe.pipeline, f.name)
-    for f in dataclasses.fields(recipe.method_config):
-        out[f"method_config.{f.name}"] = getattr(recipe.method_config, f.name)
+    for part in ("training", "pipeline", "method_config"):
+        obj = getattr(recipe, part)
+        for f in dataclasses.fields(obj):
+            out[f"{'pipeline_config' if part == 'pipeline' else part}.{f.name}"] = getattr(obj, f.name)
     return out
 
 
-_NEVER_READ = {"use_ema", "weight_only_checkpointing_steps", "override_transformer_cls_name"}
-_VALIDATION = {"validation_dataset_file", "validation_steps", "validation_at_start", "validation_sampling_steps",
-               "validation_guidance_scale"}
-
-
-def _why_same(key: str, old: Recipe, new: Recipe) -> str | None:
-    """'left out' (fvjax never reads the original's value), 'same' (another spelling of what trains), or None."""
-    section, _, field = key.partition(".")
-    t = old.training
-    if key == "training.init_weights_from_safetensors" or (
-            key.startswith("models.") and key.endswith(".transformer_override_safetensor")):
-        same = all(old.init_weights_override(r) == new.init_weights_override(r) for r in old.roles)
-        return "same" if same and set(old.roles) == set(new.roles) else None
-    if section == "training":
-        status = TRAINING_FIELDS[field].metadata["status"]
-        if status == IGNORED or field in _NEVER_READ:
-            return "left out"
-        if field in ("real_score_model_path", "fake_score_model_path"):
-            return "same"   # the loader only accepts the role's own path there
-        if field in _VALIDATION and not t.log_validation:
-            return "left out"
-        if field == "ema_start_step" and t.ema_decay == 0:
-            return "left out"
-        if field == "max_grad_norm":
-            def off(v):
-                return v is None or v <= 0
-            return "same" if off(t.max_grad_norm) and off(new.training.max_grad_norm) else None
-        if field == "trackers":
-            def shown(v):
-                v = set(v) or {"tensorboard"}
-                return {"none"} if "none" in v else v | {"tensorboard"}
-            return "same" if shown(t.trackers) == shown(new.training.trackers) else None
-        if field == "tracker_project_name" and "wandb" not in t.trackers:
-            return "same"   # not read without W&B
-        if field == "tracker_project_name" and not t.tracker_project_name:
-            return "same" if new.training.tracker_project_name == "fvjax" else None   # W&B's project either way
-        if field == "train_batch_size" and t.train_batch_size == 0:
-            return "same"   # noted where written
-        if field in FALSY_MEANS and not _live_falsy(field, old):
-            return "same"
-        if field == "fake_score_learning_rate":
-            return "same" if old.training.critic_learning_rate == new.training.critic_learning_rate else None
-        if old.method != "dmd2" and field in _dmd2_training_fields():
-            return "left out" if f"training.{field}" in _given(old) else "same"
-    if key == "pipeline_config.dmd_denoising_steps" and old.method != "dmd2":
-        return "left out"
-    if section == "method_config":
-        if field in ("mode_scale", "logit_std") and not _live_falsy(field, old):
-            return "same"
-        if field == "fake_score_learning_rate":
-            return "same" if old.training.critic_learning_rate == new.training.critic_learning_rate else None
-    return None
-
-
-def _dmd2_training_fields() -> set[str]:
-    return {s.key for p in get_method("dmd2").params for s in p.sources if s.section == TRAINING}
-
-
-def _given(recipe: Recipe) -> set[str]:
-    return {f"training.{k}" for k in recipe.training_given} | set(recipe.provenance.given)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return a == b
-
-
 def _check_same(old: Recipe, new: Recipe, source: str, spell: Callable[[str], str]) -> list[str]:
-    """The original's keys whose values were left out (never read); fails on any other difference."""
-    a, b = _fields(old), _fields(new)
-    given = _given(old)
-    left_out: list[str] = []
-    for key in list(a) + [k for k in b if k not in a]:
-        if key in a and key in b and _equal(a[key], b[key]):
-            continue
-        if key == "mesh":
-            continue   # follows from training's distributed fields (compared on their own), checked below
-        why = _why_same(key, old, new) if key in a and key in b else None
-        if why is None:
-            shown = spell(key) if key in a else key
-            fail(source, shown, f"is {_plain(a.get(key))!r}, which the upgrade could not write in FastVideo's current "
-                 f"schema (it would load as {_plain(b.get(key))!r})")
-        if why == "left out" and key in given:
-            left_out.append(spell(key))
-    if old.mesh != new.mesh:
-        fail(source, "training.distributed", f"plans mesh {new.mesh} instead of {old.mesh}; please report this")
-    return left_out
+    """The upgraded recipe must be the same experiment object as the original; returns the original's
+    keys that fvjax accepts and ignores (left out: the current schema has no place for them)."""
+    if new != old:
+        a, b = _fields(old), _fields(new)
+        key = next(k for k in list(a) + list(b) if a.get(k) != b.get(k))
+        fail(source, spell(key) if key in a else key, f"is {_plain(a.get(key))!r}, which the upgrade could not "
+             f"write in FastVideo's current schema (it would load as {_plain(b.get(key))!r})")
+    return [spell(key) for key, _ in old.provenance.ignored]
 
 
 # ------------------------------------------------------------------------------------------------- the text

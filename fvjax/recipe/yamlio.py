@@ -23,14 +23,21 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
+    # Duplicates among the keys written here; keys a merge (`<<: *anchor`) brings in may be overridden.
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain scalar (a name), not a list or mapping",
+                key_node.start_mark)
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
         seen[key] = key_node.start_mark.line
+    loader.flatten_mapping(node)
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -55,9 +62,33 @@ def read_text(path: Path, what: str) -> str:
         fail(path, None, f"cannot read {what}: {e.strerror}")
 
 
+# Recipes nest a few levels; deeper data is not a recipe, and would exhaust the stack of later steps.
+MAX_DEPTH = 100
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep mappings and lists nest (each shared YAML alias counted once, so aliases cannot blow up)."""
+    deepest, stack, seen = 0, [(value, 1)], set()
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)) and id(node) not in seen:
+            seen.add(id(node))
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _not_too_deep(value: Any, where: object) -> Any:
+    if nesting_depth(value) > MAX_DEPTH:
+        fail(where, None, f"nested more than {MAX_DEPTH} levels deep; a recipe nests a few")
+    return value
+
+
 def parse_yaml(text: str, where: object) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return _not_too_deep(yaml.load(text, Loader=_StrictLoader), where)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        fail(where, None, f"nested more than {MAX_DEPTH} levels deep; a recipe nests a few")
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -75,7 +106,9 @@ def load_config_file(path: Path, what: str) -> Any:
     text = read_text(path, what)
     if suffix == ".json":
         try:
-            return json.loads(text)
+            return _not_too_deep(json.loads(text), path)
         except json.JSONDecodeError as e:
             fail(path, None, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}")
+        except RecursionError:
+            fail(path, None, f"nested more than {MAX_DEPTH} levels deep; a pipeline config nests a few")
     return parse_yaml(text, path)

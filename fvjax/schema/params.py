@@ -31,8 +31,10 @@ FROM_CONTEXT = _Marker("FROM_CONTEXT")  # the loader supplies it (e.g. the famil
 
 @dataclasses.dataclass(frozen=True)
 class FromTraining:
-    """Default: the value of another training field (FastVideo: fake_score_betas falls back to betas)."""
+    """Default: the value of another training field (FastVideo: fake_score_betas falls back to betas).
+    A given value in `also_for` means the same (FastVideo: fake_score_learning_rate 0 is the student's)."""
     field: str
+    also_for: tuple = ()
 
 
 def _same(value: Any) -> Any:
@@ -99,6 +101,11 @@ class Resolved:
     found: frozenset[str] = frozenset()           # param names the recipe gave (the others are defaults)
 
 
+def _training_value(given: dict[str, Given], field: str, training_defaults: dict[str, Any]) -> Any:
+    training = given.get(TRAINING)
+    return training.values[field] if training and field in training.values else training_defaults[field]
+
+
 def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
                    training_defaults: dict[str, Any], context: dict[str, Any]) -> Resolved:
     values: dict[str, Any] = {}
@@ -107,10 +114,12 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
     found_names: set[str] = set()
     for param in params:
         found: list[tuple[Any, object, str]] = []
+        found_sources: list[Source] = []
         for src in param.sources:
             section = given.get(src.section)
             if section is not None and src.key in section.values:
                 found.append((src.to_param(section.values[src.key]), section.where, section.key(src.key)))
+                found_sources.append(src)
         for value, where, key in ([] if param.first_wins else found[1:]):
             first_value, first_where, first_key = found[0]
             if value != first_value:
@@ -122,6 +131,8 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
         if found:
             value, where, key = found[0]
             found_names.add(param.name)
+            if isinstance(param.default, FromTraining) and value in param.default.also_for:
+                value = _training_value(given, param.default.field, training_defaults)
         else:
             training_src = next((s for s in param.sources if s.section == TRAINING), None)
             if param.default is REQUIRED:
@@ -131,9 +142,7 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
             elif param.default is FROM_CONTEXT:
                 value = context[param.name]
             elif isinstance(param.default, FromTraining):
-                training = given.get(TRAINING)
-                field = param.default.field
-                value = training.values[field] if training and field in training.values else training_defaults[field]
+                value = _training_value(given, param.default.field, training_defaults)
             elif training_src is not None:
                 value = training_src.to_param(training_defaults[training_src.key])
             else:
@@ -146,6 +155,8 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
             values[param.name] = value
         origins[param.name] = (where, key)
         for src in param.sources:
+            if param.first_wins and found_sources and src is not found_sources[0]:
+                continue   # separate knobs: the one given does not overwrite the others
             if src.section != METHOD and src.from_param is not None:
                 write_back[(src.section, src.key)] = src.from_param(value)
     return Resolved(values, write_back, origins, frozenset(found_names))

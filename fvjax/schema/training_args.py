@@ -60,7 +60,8 @@ class TrainingArgs:
     fake_score_model_path: str = _f("", _str, "model", "legacy critic path; must match the critic role if set")
     dit_precision: str = _f("fp32", F.choice(PRECISIONS), "model", "master-weight dtype (fp32 for training)")
     override_transformer_cls_name: str | None = _f(
-        None, F.optional(F.choice(("WanTransformer3DModel",))), "model", "only WanTransformer3DModel")
+        None, F.optional(F.choice(("WanTransformer3DModel",))), "model", "the class follows each role's weights "
+        "(only WanTransformer3DModel is accepted)", IGNORED)
     init_weights_from_safetensors: str = _f(
         "", _str, "model", "safetensors file that overrides the initial weights of roles that do not "
         "set disable_custom_init_weights")
@@ -130,7 +131,9 @@ class TrainingArgs:
     resume_from_checkpoint: str = _f("", F.null_means("", _str), "output",
                                      "checkpoint dir, output dir or 'latest' (null: start afresh)")
     training_state_checkpointing_steps: int = _f(0, _int, "output", "save every N steps (0 = never)")
-    weight_only_checkpointing_steps: int = _f(0, _int, "output", "weights-only save every N steps")
+    weight_only_checkpointing_steps: int = _f(0, _int, "output", "dropped by FastVideo's current schema; fvjax "
+                                              "writes each trained role's weights at the end (<output_dir>/<role>/)",
+                                              IGNORED)
 
     # ---- optimizer / scheduler ----
     learning_rate: float = _f(0.0, _float, "optimizer", "student AdamW learning rate")

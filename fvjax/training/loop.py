@@ -174,6 +174,12 @@ def run_training(recipe: Recipe, mesh) -> int:
         return _train(recipe, runtime, validator)
 
 
+def _validated_params(state, t):
+    """use_ema (FastVideo: the ema callback): validation renders the EMA weights (equal to the weights
+    until ema_start_step)."""
+    return state.ema if t.use_ema and state.ema is not None else state.params
+
+
 def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None) -> int:
     t = recipe.training
     lead = jax.process_index() == 0
@@ -205,7 +211,7 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
                            entity=t.tracker_entity)
     sampled = get_method(recipe.method).sampled_role
     if validator is not None and t.validation_at_start:   # FastVideo validates before the first step too
-        validator.run(start_step, runtime.models[sampled], states[sampled].params, logger)
+        validator.run(start_step, runtime.models[sampled], _validated_params(states[sampled], t), logger)
     preemption = _Preemption()
     bar = _progress(start_step, t.max_train_steps, lead)
     step = start_step
@@ -223,7 +229,7 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
             if step % t.log_steps == 0 or validate or save or preempted:
                 pending.flush()   # raises TrainingDiverged before anything is saved from a diverged step
             if validate:
-                validator.run(step, runtime.models[sampled], states[sampled].params, logger)
+                validator.run(step, runtime.models[sampled], _validated_params(states[sampled], t), logger)
             if save:
                 ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
             if preempted:

@@ -76,7 +76,8 @@ def sampler_specs(recipe) -> list[SamplerSpec]:
     """How validation renders: the method's `validation_samplers` hook, else `ode_validation`."""
     t = recipe.training
     method = get_method(recipe.method)
-    shift = getattr(recipe.method_config, "flow_shift", None) or recipe.pipeline.flow_shift \
+    # The pipeline's shift (FastVideo's current schema keeps the student's training shift apart from it).
+    shift = recipe.pipeline.flow_shift or getattr(recipe.method_config, "flow_shift", None) \
         or get_family(recipe.family).default_flow_shift(t.model_path)
     ctx = ValidationContext(sampling_steps=t.validation_sampling_steps, guidance_scales=t.validation_guidance_scale,
                             sampler_kind=recipe.pipeline.sampler_kind, flow_shift=shift, where=recipe.source)

@@ -36,7 +36,7 @@ class DMD2Config:
     student_flow_shift: float | None = None
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     # The critic's optimizer (FastVideo: training.fake_score_*; its current main moves them to the method).
-    fake_score_learning_rate: float = 0.0             # 0 -> the student's learning_rate
+    fake_score_learning_rate: float = 0.0             # the loader resolves 0 to the student's learning_rate
     fake_score_betas: tuple[float, float] = (0.9, 0.999)
     fake_score_lr_scheduler: str = "constant"
     real_score_guidance_form: str = CFG_FASTVIDEO     # fastvideo: x_c + w (x_c - x_u); standard: x_u + w (x_c - x_u)
@@ -114,10 +114,11 @@ DMD2_PARAMS: tuple[Param, ...] = (
     Param("flow_shift", (Source(PIPELINE, "flow_shift"),), FROM_CONTEXT, F.check_flow_shift),
     Param("student_flow_shift", (Source(METHOD, "student_flow_shift", F.optional(F.read_float)),), None,
           lambda v, where, key: v is None or F.check_flow_shift(v, where, key)),
+    # 0 (or absent) is the student's learning rate, resolved here so that every form reads the same value.
     Param("fake_score_learning_rate", (
         Source(METHOD, "fake_score_learning_rate", F.read_float),
         Source(TRAINING, "fake_score_learning_rate"),
-    )),
+    ), FromTraining("learning_rate", also_for=(0,))),
     # FastVideo's design branch: the critic's betas fall back to the student's `betas` when not given.
     Param("fake_score_betas", (
         Source(METHOD, "fake_score_betas", F.betas),

@@ -9,7 +9,7 @@ from fvjax.recipe.fastvideo_train.targets import callback_kind
 from fvjax.schema import fields as F
 
 GRAD_CLIP_KEYS = ("_target_", "max_grad_norm", "log_grad_norms")
-EMA_KEYS = ("_target_", "decay", "start_iter")
+EMA_KEYS = ("_target_", "decay", "start_iter", "validate")   # validate: an fvjax addition
 VALIDATION_KEYS = ("_target_", "pipeline_target", "dataset_file", "every_steps", "run_at_start", "sampling_steps",
                    "guidance_scale", "num_frames", "num_videos_per_prompt", "use_validation_media_conditioning",
                    "output_dir", "sampling_timesteps", "overlay_actions", "keyboard_value_scale",
@@ -71,7 +71,10 @@ def _ema(spec: dict, out: CallbackTranslation, where: object, key: str) -> None:
     for name, field, default in (("decay", "ema_decay", 0.9999), ("start_iter", "ema_start_step", 0)):
         given = spec.get(name)
         out.set(field, default if given is None else given, f"{key}.{name}" if given is not None else None)
-    out.set("use_ema", True, None, "validation renders with the EMA weights when the ema callback is present")
+    if spec.get("validate") is not None:   # fvjax: false renders validation with the raw weights (legacy use_ema)
+        out.set("use_ema", F.read_bool(spec["validate"], where, f"{key}.validate"), f"{key}.validate")
+    else:
+        out.set("use_ema", True, None, "validation renders with the EMA weights when the ema callback is present")
 
 
 def _validation(spec: dict, out: CallbackTranslation, where: object, key: str, num_latent_t,

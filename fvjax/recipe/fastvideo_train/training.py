@@ -31,8 +31,11 @@ BLOCKS: dict[str, dict[str, str]] = {
 }
 SCALARS = ("dit_precision", "model_path")
 FVJAX_ADDITIONS = ("lr_step_rules", "log_steps", "mixed_precision")
-# Values FastVideo's `x or default` turns into another number: refused, since they do not mean what they say.
+# Values FastVideo's `x or default` turns into another number: refused where they are read (they do not
+# mean what they say there), kept as written where nothing reads them.
 FALSY_MEANS = {"min_lr_ratio": 0.5, "logit_std": 1.0, "mode_scale": 1.0}
+READ_WHEN = {"min_lr_ratio": ("lr_scheduler", "cosine_with_min_lr"), "logit_std": ("weighting_scheme", "logit_normal"),
+             "mode_scale": ("weighting_scheme", "mode")}
 # Falsy values FastVideo reads as its default, where the default is the only sensible meaning.
 FALSY_IS_DEFAULT = ("num_gpus", "tp_size", "sp_size", "hsdp_replicate_dim", "hsdp_shard_dim", "train_batch_size",
                     "gradient_accumulation_steps", "lr_scheduler", "dit_precision", "weighting_scheme",
@@ -43,7 +46,7 @@ DEFAULTS = {"seed": 0, "train_batch_size": 1, "mode_scale": 1.0, "tracker_projec
 PLACES = {field: f"training.{block}.{key}" for block, keys in BLOCKS.items() for key, field in keys.items()}
 PLACES.update({name: f"training.{name}" for name in SCALARS})
 PLACES.update({"max_grad_norm": "callbacks.grad_clip.max_grad_norm", "ema_decay": "callbacks.ema.decay",
-               "ema_start_step": "callbacks.ema.start_iter", "use_ema": "callbacks.ema",
+               "ema_start_step": "callbacks.ema.start_iter", "use_ema": "callbacks.ema.validate",
                "log_validation": "callbacks.validation", "validation_steps": "callbacks.validation.every_steps",
                "validation_dataset_file": "callbacks.validation.dataset_file",
                "validation_at_start": "callbacks.validation.run_at_start",
@@ -55,6 +58,13 @@ NEW_PLACE = dict(PLACES)
 NEW_PLACE.update({"generator_update_interval": "method.generator_update_interval",
                   "real_score_guidance_scale": "method.real_score_guidance_scale",
                   "fake_score_learning_rate": "method.fake_score_learning_rate"})
+
+
+def _wandb(section: dict) -> bool:
+    """Whether the tracker block logs to W&B (FastVideo: no trackers listed means W&B)."""
+    tracker = section.get("tracker") if isinstance(section.get("tracker"), dict) else {}
+    trackers = tracker.get("trackers")
+    return not trackers or (isinstance(trackers, list) and any(str(t).lower() == "wandb" for t in trackers))
 
 
 def _falsy(value) -> bool:
@@ -91,8 +101,13 @@ def read_training(raw, where: object) -> tuple[dict, dict[str, str], dict[str, s
             if sub == "betas" and sub_value is None:
                 fail(where, sub_key, "is null; give two numbers ([0.9, 0.999]) or remove it for the default")
             if field in FALSY_MEANS and sub_value is not None and _falsy(sub_value):
-                fail(where, sub_key, f"is {sub_value!r}, which FastVideo reads as {FALSY_MEANS[field]} (its "
-                     f"default); write {FALSY_MEANS[field]} or a positive value")
+                read_by, value = READ_WHEN[field]
+                if block.get(read_by) == value:
+                    fail(where, sub_key, f"is {sub_value!r}, which FastVideo reads as {FALSY_MEANS[field]} (its "
+                         f"default) with {read_by} {value}; write {FALSY_MEANS[field]} or a positive value")
+            if sub == "project_name" and sub_value == "" and not _wandb(section):
+                values[field], written[field] = "", sub_key    # (no W&B: nothing reads it)
+                continue
             if sub_value is None or (sub in FALSY_IS_DEFAULT and _falsy(sub_value)):
                 continue
             if field == "moba_config":
