@@ -5,8 +5,6 @@ sampling follows; the preflight checks of both."""
 from __future__ import annotations
 
 import collections
-import contextlib
-import io
 import math
 import os
 from pathlib import Path
@@ -23,8 +21,8 @@ from fvjax.errors import UserError
 from fvjax.recipe import load_recipe
 from fvjax.recipe.preflight import find_problems
 from fvjax.schema.data_path import DataPaths, read_data_path
-from fvjax.train import main
 from fvjax.training.checkpoint import checkpoint_root
+from test_train_cli import assert_one_line_error, run
 from training_utils import (TINY_LATENT, TINY_TEXT, finetune_recipe, make_data, metrics_by_step, tiny_dmd2_recipe,
                             train_in_process, write_recipe)
 
@@ -65,22 +63,6 @@ def write_text_only(directory: Path, n: int = 8, seed: int = 0, rows_per_file: i
         }, schema=SCHEMA)
         pq.write_table(table, directory / f"data_chunk_{f0 // rows_per_file}.parquet", row_group_size=2)
     return str(directory)
-
-
-def run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2 and err.startswith("fvjax: error: ") and err.count("\n") == 1, (code, err)
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +143,7 @@ def test_a_method_reading_latents_refuses_text_only_data(tmp_path, text_only, fo
     assert f"warning: missing input: training.data_path: {text_only!r} holds text embeddings only" in stdout
     assert "a real run would refuse" in stdout
     code, _, err = run(["--config", str(recipe)])
-    one_line_error(code, err, f"{recipe}: training.data_path: {text_only!r} holds text embeddings only",
+    assert_one_line_error(code, err, f"{recipe}: training.data_path: {text_only!r} holds text embeddings only",
                    "training cannot start")
     assert not (tmp_path / "out").exists()
 
@@ -214,7 +196,7 @@ def test_bad_data_path_forms_are_one_line_errors(tmp_path, value, needle):
     recipe = write_recipe(tmp_path / "r.yaml", raw)
     for flags in ([], ["--dry-run"]):
         code, _, err = run(["--config", str(recipe), *flags])
-        one_line_error(code, err, f"{recipe}: training.data_path: {needle}")
+        assert_one_line_error(code, err, f"{recipe}: training.data_path: {needle}")
 
 
 def _two_datasets(root: Path) -> tuple[list, list]:
@@ -290,7 +272,7 @@ def test_preflight_checks_every_root_and_the_kind_of_data(tmp_path, monkeypatch,
     assert code == 0 and "training.data_path: 'nowhere' does not exist on this machine" in stdout
     assert "  data        a:2,nowhere:1,b:1: " in stdout
     code, _, err = run(["--config", str(recipe)])
-    one_line_error(code, err, f"{recipe}: training.data_path: 'nowhere' does not exist on this machine")
+    assert_one_line_error(code, err, f"{recipe}: training.data_path: 'nowhere' does not exist on this machine")
     raw["training"]["data_path"] = {"a": 1, text_only: 1}     # text-only and latent datasets in one run
     problems = find_problems(load_recipe(write_recipe(recipe, raw)))
     assert [p.key for p in problems] == ["training.data_path"]

@@ -15,7 +15,7 @@ import yaml
 from fvjax.recipe import load_recipe, parse_recipe
 from fvjax.recipe.overrides import parse_overrides
 from fvjax.train import TOP_LEVEL_KEYS
-from tests.test_train_cli import assert_one_line_error, run
+from test_train_cli import _del, _set, assert_one_line_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = Path(__file__).parent / "recipes" / "fastvideo_train"
@@ -104,7 +104,7 @@ def test_shipped_finetune_recipe_and_its_current_schema_twin_are_one_experiment(
 
 
 def test_tiny_current_schema_twin_trains(tmp_path, monkeypatch):
-    from tests.training_utils import metrics_by_step
+    from training_utils import metrics_by_step
 
     phase3 = load_recipe(ROOT / "configs/examples/tiny_dmd2.yaml")
     current = load_recipe(ROOT / "configs/examples/tiny_dmd2_fastvideo_train.yaml")
@@ -173,26 +173,6 @@ def _mutated(tmp_path, mutate, name="recipe.yaml"):
     return path
 
 
-def _set(path, value):
-    def fn(raw):
-        *parents, last = path.split(".")
-        node = raw
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return fn
-
-
-def _drop(path):
-    def fn(raw):
-        *parents, last = path.split(".")
-        node = raw
-        for p in parents:
-            node = node[p]
-        del node[last]
-    return fn
-
-
 MALFORMED = [
     (_set("training.learning_rate", 1e-5), "training.learning_rate: is a flat (older schema) name; in FastVideo's "
                                            "current schema it is training.optimizer.learning_rate"),
@@ -209,10 +189,10 @@ MALFORMED = [
     (_set("training.data.preprocessed_data_type", "t2va"), "training.data.preprocessed_data_type: is 't2va'"),
     (_set("training.data.seed", -1), "training.data.seed: is -1; must be in [0, 2**32)"),
     (_set("training.optimizer.betas", [0.9]), "training.optimizer.betas"),
-    (_drop("method._target_"), "method._target_: missing"),
+    (_del("method._target_"), "method._target_: missing"),
     (_set("method._target_", "DMD2Method"), "method._target_: must be a dotted class path"),
     (_set("method._target_", "my.lab.Method"), "method._target_: unknown method class 'my.lab.Method'"),
-    (_drop("method.fake_score_lr_scheduler"), "method.fake_score_lr_scheduler: missing; FastVideo's DMD2Method "
+    (_del("method.fake_score_lr_scheduler"), "method.fake_score_lr_scheduler: missing; FastVideo's DMD2Method "
                                               "requires it"),
     (_set("method.fake_score_learning_rate", 0), "method.fake_score_learning_rate: is 0"),
     (_set("method.generator_update_intervall", 5), "method.generator_update_intervall: unknown key for method "
@@ -220,8 +200,8 @@ MALFORMED = [
     (_set("method.min_timestep_ratio", 1.5), "method.min_timestep_ratio: is 1.5; must be in [0, 1]"),
     (_set("method.cfg_uncond", {"text": "zero"}), "method.cfg_uncond.text: is 'zero'"),
     (_set("method.attn_kind", "vsa"), "method.attn_kind: video sparse attention"),
-    (_drop("models.student._target_"), "models.student._target_: missing"),
-    (_drop("models.critic.init_from"), "models.critic.init_from: missing"),
+    (_del("models.student._target_"), "models.student._target_: missing"),
+    (_del("models.critic.init_from"), "models.critic.init_from: missing"),
     (_set("models.student.init_from", 3), "models.student.init_from: must be a string"),
     (_set("models.student.family", "wan"), "models.student.family: unknown key"),
     (_set("models.student.flow_shift", -1), "models.student.flow_shift"),
@@ -243,7 +223,7 @@ MALFORMED = [
      "a second grad_clip callback"),
     (_set("callbacks.validation.pipeline_target", "fastvideo.pipelines.basic.wan.wan_causal_dmd_pipeline."
           "WanCausalDMDPipeline"), "callbacks.validation.pipeline_target: fastvideo.pipelines"),
-    (_drop("callbacks.validation.dataset_file"), "callbacks.validation.dataset_file: missing"),
+    (_del("callbacks.validation.dataset_file"), "callbacks.validation.dataset_file: missing"),
     (_set("callbacks.validation.num_inference", 4), "callbacks.validation.num_inference: unknown key"),
     (_set("callbacks.validation.num_videos_per_prompt", 2), "callbacks.validation.num_videos_per_prompt"),
     (_set("callbacks.validation.sampling_timesteps", [1000, 500]), "callbacks.validation.sampling_timesteps: fvjax's "

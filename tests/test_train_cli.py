@@ -55,7 +55,7 @@ def _set(path: str, value):
         *parents, last = path.split(".")
         node = raw
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})
         node[last] = value
     return fn
 

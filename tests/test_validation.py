@@ -65,8 +65,9 @@ def test_dmd2_students_validate_with_their_few_step_chain():
 
 
 def test_finetune_validates_with_unipc_and_cfg():
-    recipe = load_recipe_dict(_recipe("tiny_finetune", validation_sampling_steps=[4, 8],
-                                      validation_guidance_scale=[6.0]), source="tiny_finetune.yaml")
+    recipe = load_recipe_dict(_recipe("tiny_finetune", validation_sampling_steps=[4, 8], log_validation=True,
+                                      validation_steps=10, validation_guidance_scale=[6.0]),
+                              source="tiny_finetune.yaml")
     specs = sampler_specs(recipe)
     assert [(s.kind, s.num_steps, s.guidance_scale) for s in specs] == [("unipc", 4, 6.0), ("unipc", 8, 6.0)]
 

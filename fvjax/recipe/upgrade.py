@@ -9,13 +9,10 @@ branch's `roles:`, FastVideo's current schema) or a FastVideo legacy launch scri
 It is written from the loaded, resolved `Recipe`, not by rewriting the old YAML: every value that differs from
 the current schema's default (as fvjax's translator, fvjax/recipe/fastvideo_train/, applies it) is written out,
 in FastVideo's own keys where it has one and in the fvjax keys that translator accepts where it has none
-(DMD2's legacy CFG form, mixed_precision, ...). The text is then loaded back and compared with the original,
-field by field: it must load to an equal `Recipe`, except for
-
-- values fvjax never reads (the older schemas' legacy fields, `use_ema`, a switched-off validation's
-  settings, ...), which the current schema has no place for: left out, and named in the header;
-- values the current schema spells differently but that train the same (no tracker list = TensorBoard,
-  a critic learning rate of 0 = the student's, `max_grad_norm` null = 0 = no clipping, ...).
+(DMD2's legacy CFG form, mixed_precision, ...). The text is then loaded back and must give an equal
+`Recipe` (==): the loader normalises what means the same (no tracker list = TensorBoard, a critic learning rate
+of 0 = the student's, `max_grad_norm` null = 0, fields fvjax ignores at their defaults, ...), so a value that
+has no place in the current schema is one fvjax ignores; those are left out and named in the header.
 
 Anything else that cannot be written is a one-line error naming the key. The output is deterministic.
 """
@@ -57,7 +54,7 @@ DMD2_DEFAULTS = {"generator_update_interval": 1, "real_score_guidance_scale": 1.
 # Keys the written file holds that FastVideo's current schema does not have (fvjax additions).
 FVJAX_KEYS = {"training.model.mixed_precision", "training.loop.log_steps", "training.optimizer.lr_step_rules",
               "method.real_score_guidance_form", "method.negative_prompt_embedding", "method.negative_prompt",
-              "method.student_flow_shift", "pipeline.sampler_kind", "pipeline.vae_precision"}
+              "method.student_flow_shift", "pipeline.sampler_kind", "pipeline.vae_precision", "callbacks.ema.validate"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,15 +207,10 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
                     "min_timestep_ratio", "max_timestep_ratio"):
             if getattr(c, key) != DMD2_DEFAULTS[key]:
                 m[key] = getattr(c, key)
-        critic_lr = c.fake_score_learning_rate
-        if critic_lr == 0:   # the older schemas' "the student's"; the current schema requires the number
-            critic_lr = t.learning_rate
-            if critic_lr == 0:
-                fail(where, spell("method_config.fake_score_learning_rate"), "is 0 and so is "
-                     "the student's learning_rate; FastVideo's current schema requires a non-zero critic "
-                     "learning rate")
-            notes.append("method.fake_score_learning_rate: the student's learning_rate (0 in the original)")
-        m["fake_score_learning_rate"] = critic_lr
+        if c.fake_score_learning_rate == 0:   # (the loader resolved "0: the student's"; so both are 0)
+            fail(where, spell("method_config.fake_score_learning_rate"), "is 0 and so is the student's "
+                 "learning_rate; FastVideo's current schema requires a non-zero critic learning rate")
+        m["fake_score_learning_rate"] = c.fake_score_learning_rate
         m["fake_score_betas"] = list(c.fake_score_betas)
         m["fake_score_lr_scheduler"] = c.fake_score_lr_scheduler
         for key in ("real_score_guidance_form", "negative_prompt_embedding", "negative_prompt"):
@@ -246,10 +238,6 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
             value = ("tensorboard",)   # fvjax's default (JSONL + TensorBoard); the current schema's is W&B
         if field == "tracker_project_name" and not value:
             _put(doc, place, "")   # (the loader gives W&B "fvjax" for an empty name, so here W&B is off)
-            continue
-        if field == "train_batch_size" and value == 0:
-            notes.append("training.data.train_batch_size: 1, the current schema's default (the original's 0 "
-                         "cannot train)")
             continue
         if field in FALSY_MEANS and not value:
             if _live_falsy(field, recipe):
