@@ -197,10 +197,20 @@ def test_bad_data_errors_name_file_and_column(tmp_path):
 
     wrong = [dict(s) for s in samples]
     wrong[2]["text"] = wrong[2]["text"].astype(np.float16)  # bytes no longer match a float32 [L, D] shape
-    wrong_dir = _write_fastvideo_parquet(tmp_path / "wrong", wrong)
+    wrong_dir = _write_fastvideo_parquet(tmp_path / "wrong", wrong, text_dtype="float32")
     data = TrainData(DataConfig(wrong_dir, 4, seed=0), 0, 1)
-    with pytest.raises(UserError, match=r"data_chunk_0\.parquet \(row 2\): text_embedding_shape: .*float32"):
+    with pytest.raises(UserError, match=r"data_chunk_0\.parquet \(row 2\): text_embedding_shape: .*float32 "
+                                        r"data .*text_embedding_dtype says 'float32'"):
         data.batch(0)
+    # a dtype column naming the narrower float the bytes hold is decoded as that (FastVideo would misread it)
+    half = [dict(s, text=s["text"].astype(np.float16)) for s in samples]
+    half_data = TrainData(DataConfig(_write_fastvideo_parquet(tmp_path / "half", half, text_dtype="float16"), 4,
+                                     seed=0), 0, 1)
+    np.testing.assert_array_equal(half_data.source[1].text_embeds, half[1]["text"].astype(np.float32))
+    int8 = [dict(s, text=s["text"].astype(np.int8)) for s in samples]
+    with pytest.raises(UserError, match=r"text_embedding_shape: .*text_embedding_dtype says 'int8'"):
+        TrainData(DataConfig(_write_fastvideo_parquet(tmp_path / "int8", int8, text_dtype="int8"), 4,
+                             seed=0), 0, 1).batch(0)
 
     mixed = [dict(s) for s in samples]
     mixed[1]["latents"] = np.zeros((16, 2, 4, 4), np.float32)

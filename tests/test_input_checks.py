@@ -20,6 +20,8 @@ from training_utils import REPO
     ("training", "max_train_steps", 2 ** 40, "must be at most 2147483647"),
     ("method_config", "generator_update_interval", 1e30, "must be at most 2147483647"),
     ("training", "trackers", ["tensorboard", "bogus"], "is 'bogus'; must be one of tensorboard, wandb, none"),
+    ("pipeline_config", "flow_shift", 1e300, "is 1e+300; flow_shift must be in (0, 1000]"),
+    ("method_config", "real_score_guidance_scale", 1e9, "is 1e+09; the teacher's guidance scale must be within"),
 ])
 def test_out_of_range_values_are_refused_by_name(section, key, value, words):
     dotted = f"{section}.{key}" + ("[1]" if key == "trackers" else "")
@@ -102,3 +104,22 @@ def test_a_merge_key_may_be_overridden():
     laughs = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9))
     assert len(parse_yaml(laughs, "r.yaml")) == 10
+
+
+def test_resuming_another_experiments_checkpoint_is_one_line(tmp_path, capsys):
+    from training_utils import finetune_recipe, make_data, train_in_process, write_recipe
+
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    recipe = finetune_recipe(data, out, max_train_steps=1, training_state_checkpointing_steps=1)
+    assert train_in_process(write_recipe(tmp_path / "a.yaml", recipe)) == 0
+    # EMA on: the saved state (no EMA) cannot be this run's
+    recipe["training"].update(max_train_steps=2, ema_decay=0.9)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        train_in_process(write_recipe(tmp_path / "b.yaml", recipe), "--resume-from-checkpoint", "latest")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fvjax: error:")]
+    assert exit_.value.code == 2 and len(err) == 1, err
+    err = err[0]
+    assert f"{out}/checkpoints/1: was saved by a different experiment: student/ema/" in err
+    assert "resume with the recipe that wrote it" in err

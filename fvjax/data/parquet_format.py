@@ -23,6 +23,7 @@ import os
 import threading
 from typing import Iterable
 
+import ml_dtypes
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,6 +94,7 @@ class ParquetSource:
         # Global sample index -> (file, row group, row) through cumulative row counts.
         self._groups: list[tuple[int, int]] = []   # (file index, row group index)
         starts, total, self._file_starts = [], 0, []
+        self._dtype_columns: list[tuple[str, ...]] = []   # per file: the *_dtype columns it has
         for fi, file in enumerate(self.files):
             self._file_starts.append(total)
             try:
@@ -101,6 +103,7 @@ class ParquetSource:
             except (OSError, pa.ArrowException) as err:
                 raise UserError(file, None, f"cannot read parquet file: {err}")
             has_latents = file_has_latents(file, names)
+            self._dtype_columns.append(tuple(c for c in ("vae_latent_dtype", "text_embedding_dtype") if c in names))
             if fi == 0:
                 self.has_latents = has_latents
             elif has_latents != self.has_latents:
@@ -131,8 +134,10 @@ class ParquetSource:
                 self._cache.move_to_end(g)
                 return self._cache[g]
         fi, rg = self._groups[g]
-        table = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=list(self._columns))
-        columns = {name: table.column(name).to_pylist() for name in self._columns}
+        names = list(self._columns) + [c for c in self._dtype_columns[fi]
+                                       if self.has_latents or not c.startswith("vae_")]
+        table = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=names)
+        columns = {name: table.column(name).to_pylist() for name in names}
         with self._lock:
             self._cache[g] = columns
             while len(self._cache) > self._cache_size:
@@ -147,9 +152,12 @@ class ParquetSource:
         cols = self._row_group(g)
         fi = self._groups[g][0]
         where = f"{self.files[fi]} (row {index - self._file_starts[fi]})"
-        latents = _decode(cols["vae_latent_bytes"][row], cols["vae_latent_shape"][row], where, "vae_latent") \
-            if self.has_latents else None
-        text = _decode(cols["text_embedding_bytes"][row], cols["text_embedding_shape"][row], where, "text_embedding")
+        def decode(column: str):
+            dtype = cols[f"{column}_dtype"][row] if f"{column}_dtype" in cols else None
+            return _decode(cols[f"{column}_bytes"][row], cols[f"{column}_shape"][row], where, column, dtype)
+
+        latents = decode("vae_latent") if self.has_latents else None
+        text = decode("text_embedding")
         return RawSample(latents=latents, text_embeds=text, where=where)
 
     @property
@@ -162,15 +170,28 @@ class ParquetSource:
         return out
 
 
-def _decode(data, shape, where: str, column: str) -> np.ndarray:
+# Narrower float dtypes a *_dtype column may name (FastVideo's writers put str(array.dtype) there).
+NARROW_FLOATS = {"float16": np.float16, "half": np.float16, "bfloat16": "bfloat16", "float64": np.float64,
+                 "double": np.float64}
+
+
+def _decode(data, shape, where: str, column: str, dtype_name: str | None = None) -> np.ndarray:
+    """float32, as FastVideo's loader decodes every tensor; a *_dtype column naming a narrower (or wider)
+    float whose byte count fits that dtype instead is decoded as that dtype (FastVideo would misread it)."""
     if data is None or shape is None:
         raise UserError(where, f"{column}_bytes", "is null")
     shape = [int(s) for s in shape]
     count = int(np.prod(shape)) if shape else 1
-    if len(data) != 4 * count:
-        raise UserError(where, f"{column}_shape", f"{len(data)} bytes do not hold float32 data of shape {shape} "
-                                                  f"({4 * count} bytes); FastVideo stores float32")
-    return np.frombuffer(data, dtype=np.float32).reshape(shape).copy()
+    if len(data) == 4 * count:
+        return np.frombuffer(data, dtype=np.float32).reshape(shape).copy()
+    name = str(dtype_name or "").lower().removeprefix("torch.")
+    if name in NARROW_FLOATS:
+        dtype = np.dtype(ml_dtypes.bfloat16 if NARROW_FLOATS[name] == "bfloat16" else NARROW_FLOATS[name])
+        if len(data) == dtype.itemsize * count:
+            return np.frombuffer(data, dtype=dtype).astype(np.float32).reshape(shape)
+    said = f" ({column}_dtype says {dtype_name!r})" if dtype_name else ""
+    raise UserError(where, f"{column}_shape", f"{len(data)} bytes do not hold float32 data of shape {shape} "
+                                              f"({4 * count} bytes){said}; FastVideo stores float32")
 
 
 def write_parquet_dataset(out_dir: str, samples: Iterable[dict], samples_per_file: int = 64,

@@ -205,6 +205,9 @@ def check(condition: bool, where: object, key: str, message: str) -> None:
         fail(where, key, message)
 
 
+MAX_FLOW_SHIFT = 1000.0   # Wan uses 1..17; beyond this the shifted table loses all float32 resolution
+
+
 def check_flow_shift(value: float, where: object, key: str) -> None:
-    if value <= 0:
-        fail(where, key, f"is {value}; flow_shift must be > 0")
+    if not 0 < value <= MAX_FLOW_SHIFT:
+        fail(where, key, f"is {value:g}; flow_shift must be in (0, {MAX_FLOW_SHIFT:g}] (Wan uses 3 to 12)")

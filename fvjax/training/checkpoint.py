@@ -130,6 +130,8 @@ class Checkpointer:
             raise UserError(RESUME_FLAG, None, f"no finalized checkpoint {step} in {self.root}")
         if abstract_state is None:
             abstract_state = self._on_one_device(step)
+        else:
+            self._check_compatible(step, abstract_state)
         state_args = ocp.args.StandardRestore(abstract_state)
         out = self._manager.restore(int(step), args=ocp.args.Composite(
             state=state_args, data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
@@ -139,12 +141,42 @@ class Checkpointer:
                         recipe_text=meta.get("recipe_text"), metadata=meta)
 
 
+    def _check_compatible(self, step: int, abstract_state: Any) -> None:
+        """A checkpoint of another experiment (other roles, architecture, optimizer, EMA) is refused in one
+        line before anything is read, instead of failing inside orbax."""
+        saved = _leaves(self._manager.item_metadata(step)["state"])
+        wanted = _leaves(abstract_state)
+        problems = [f"{k}: missing from the checkpoint" for k in wanted if k not in saved]
+        problems += [f"{k}: in the checkpoint, not in this run" for k in saved if k not in wanted]
+        problems += [f"{k}: saved {_shape(saved[k])}, this run {_shape(wanted[k])}" for k in wanted
+                     if k in saved and saved[k] != wanted[k]]
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise UserError(os.path.join(self.root, str(step)), None, f"was saved by a different experiment: "
+                            f"{problems[0]}{more}; resume with the recipe that wrote it (its meta/ holds it) or "
+                            "start a new output_dir")
+
     def _on_one_device(self, step: int) -> Any:
         """The saved tree's shapes and dtypes, each leaf whole on this process's first device: a checkpoint
         written by any number of hosts and devices can be read here (inspection, export)."""
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         saved = self._manager.item_metadata(step)["state"]
         return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), saved)
+
+
+def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{"student/params/blocks/...": (shape, dtype)}: paths by names only, so orbax's saved metadata (dicts)
+    and the live state (dataclasses, named tuples) compare."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+        out["/".join(names)] = (tuple(int(d) for d in leaf.shape), str(jax.numpy.dtype(leaf.dtype)))
+    return out
+
+
+def _shape(entry: tuple) -> str:
+    shape, dtype = entry
+    return f"{dtype}[{', '.join(map(str, shape))}]"
 
 
 def _jsonable(value: Any) -> Any:

@@ -72,6 +72,15 @@ def _full_range(bound: float):
     return read
 
 
+MAX_GUIDANCE = 100.0   # FastVideo's recipes use 1 to 8; far beyond, bf16 teacher outputs overflow
+
+
+def _check_guidance(value: float, where: object, key: str) -> None:
+    if abs(value) > MAX_GUIDANCE:
+        fail(where, key, f"is {value:g}; the teacher's guidance scale must be within +-{MAX_GUIDANCE:g} (FastVideo's "
+             "recipes use 3.5 in the legacy form, 4.5 in the standard one)")
+
+
 def _check_ratio(value: float, where: object, key: str) -> None:
     if not 0.0 <= value <= 1.0:
         fail(where, key, f"is {value}; must be in [0, 1]")
@@ -98,7 +107,7 @@ DMD2_PARAMS: tuple[Param, ...] = (
     Param("real_score_guidance_scale", (
         Source(METHOD, "real_score_guidance_scale", F.read_float),
         Source(TRAINING, "real_score_guidance_scale"),
-    )),
+    ), check=_check_guidance),
     Param("warp_denoising_step", (
         Source(METHOD, "warp_denoising_step", F.read_bool),
         Source(TRAINING, "warp_denoising_step"),
