@@ -123,3 +123,26 @@ def test_resuming_another_experiments_checkpoint_is_one_line(tmp_path, capsys):
     err = err[0]
     assert f"{out}/checkpoints/1: was saved by a different experiment: student/ema/" in err
     assert "resume with the recipe that wrote it" in err
+
+
+def test_atomic_outputs_clean_up_after_dead_runs_and_report_unwritable_places(tmp_path, capsys):
+    from fvjax.errors import UserError
+    from fvjax.io.atomic import OWNER, atomic_directory
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / ".out.tmp-abc"             # left by a SIGKILLed conversion on this host
+    stale.mkdir()
+    import socket
+    (stale / OWNER).write_text(f"{socket.gethostname()} {int(dead.stdout)}")
+    alive = tmp_path / ".out.tmp-live"            # another conversion, still running (this process)
+    alive.mkdir()
+    (alive / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
+    with atomic_directory(tmp_path / "out") as tmp:
+        (tmp / "x").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-live", "out"]
+    assert os.listdir(tmp_path / "out") == ["x"]
+    assert "removed" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match=r"--dst: cannot create .*file/sub/out"):
+        with atomic_directory(tmp_path / "file" / "sub" / "out"):
+            pass
