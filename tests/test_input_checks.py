@@ -67,12 +67,25 @@ def test_output_dir_problems_are_found_before_training(tmp_path):
 def test_a_nonfinite_metric_other_than_a_loss_stops_the_run(tmp_path, capsys):
     from training_utils import make_data, tiny_dmd2_recipe, train_in_process, write_recipe
 
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from fvjax.families.registry import get_family
+    from fvjax.models.params import params_of
+    from fvjax.weights.fvjax_dir import write_fvjax_dir
+
     data = make_data(tmp_path / "data", num_samples=8)
-    # A guidance scale that overflows the teacher's CFG: the DMD normaliser becomes infinite while the loss
-    # (through nan_to_num) stays finite. The run must still stop.
+    # A teacher whose output overflows (its last projection scaled to 1e38): the DMD normaliser becomes
+    # infinite while the student's loss (through nan_to_num) and the critic's stay finite. The run must stop.
+    family = get_family("wan")
+    config = family.presets["tiny-teacher"]
+    params = params_of(family.build_model(config, rngs=nnx.Rngs(params=0), param_dtype=jnp.float32,
+                                          dtype=jnp.float32))
+    params["proj_out"]["bias"] = params["proj_out"]["bias"] + 3e38
+    write_fvjax_dir(tmp_path / "teacher", family, config, params)
     recipe = tiny_dmd2_recipe(data, tmp_path / "out", max_train_steps=4, train_batch_size=2,
                               training_state_checkpointing_steps=0)
-    recipe["method_config"]["real_score_guidance_scale"] = 1e300
+    recipe["models"]["teacher"]["path"] = str(tmp_path / "teacher")
     with pytest.raises(SystemExit) as stop:
         train_in_process(write_recipe(tmp_path / "r.yaml", recipe))
     assert stop.value.code == 1
@@ -146,3 +159,19 @@ def test_atomic_outputs_clean_up_after_dead_runs_and_report_unwritable_places(tm
     with pytest.raises(UserError, match=r"--dst: cannot create .*file/sub/out"):
         with atomic_directory(tmp_path / "file" / "sub" / "out"):
             pass
+
+
+def test_the_recipes_video_shape_is_checked_against_the_data(tmp_path):
+    from fvjax.recipe import parse_recipe
+    from fvjax.recipe.preflight import find_problems
+    from training_utils import finetune_recipe, make_data
+
+    import yaml
+    data = make_data(tmp_path / "data")                 # latents [16, 3, 8, 8]: 3 frames of 64 x 64
+    raw = finetune_recipe(data, tmp_path / "out", num_latent_t=5, num_height=480, num_width=64)
+    problems = {p.key: p.message for p in find_problems(parse_recipe(yaml.safe_dump(raw), "r.yaml"))}
+    assert "is 5 but" in problems["training.num_latent_t"] and "holds 3 latent frames" in problems["training.num_latent_t"]
+    assert "holds 64 x 64 videos" in problems["training.num_height"]
+    ok = finetune_recipe(data, tmp_path / "out")
+    assert not {p.key for p in find_problems(parse_recipe(yaml.safe_dump(ok), "r.yaml"))} & {
+        "training.num_latent_t", "training.num_height"}

@@ -73,6 +73,36 @@ def data_problems(recipe: Recipe) -> list[Problem]:
         latents = next(root for root, has in kinds.items() if has)
         problems.append(Problem(key, f"{text_only[0]!r} holds text embeddings only but {latents!r} holds latents; "
                                 "the datasets of one run must be the same kind"))
+    if not problems:
+        problems += _latent_shape_problems(recipe, [root for root, has in kinds.items() if has])
+    return problems
+
+
+def _latent_shape_problems(recipe: Recipe, roots: list[str]) -> list[Problem]:
+    """The recipe's video shape against the first sample of each dataset with latents: more latent frames
+    than the data holds would train shorter videos than asked, another frame size would validate at a
+    size the student never trained at."""
+    from fvjax.data.sources import open_source
+    from fvjax.errors import UserError
+
+    t = recipe.training
+    compression = get_family(recipe.family).defaults.spatial_compression
+    problems = []
+    for root in roots:
+        try:
+            latents = open_source(root)[0].latents
+        except UserError as err:
+            problems.append(Problem("training.data_path", err.line()))
+            continue
+        _, frames, height, width = latents.shape
+        if t.num_latent_t > frames:
+            problems.append(Problem("training.num_latent_t", f"is {t.num_latent_t} but {root!r} holds {frames} "
+                                    "latent frames per sample; set num_latent_t <= that (it crops, never pads)"))
+        pixels = (height * compression, width * compression)
+        if (t.num_height, t.num_width) != pixels and t.num_height and t.num_width:
+            problems.append(Problem("training.num_height", f"is {t.num_height} x {t.num_width} (num_width) but "
+                                    f"{root!r} holds {pixels[0]} x {pixels[1]} videos (latents {height} x {width}); "
+                                    "validation renders the recipe's size: make them match"))
     return problems
 
 
