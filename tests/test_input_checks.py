@@ -3,6 +3,7 @@ that fit the int32 they become inside a jitted step, known tracker names, whole 
 every CLI's own usage errors are the one-line `fvjax: error:` too."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,6 +92,21 @@ def test_a_nonfinite_metric_other_than_a_loss_stops_the_run(tmp_path, capsys):
     assert stop.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("fvjax: error: ") and "training stopped at step 2: student/" in err, err
+    # metrics.jsonl stays JSON: no Infinity / NaN tokens; a non-finite value is null and named
+    text = (tmp_path / "out" / "metrics.jsonl").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert max(json.loads(line)["step"] for line in text.splitlines()) == 1   # stopped before logging step 2
+
+
+def test_metrics_jsonl_writes_nonfinite_values_as_null(tmp_path):
+    from fvjax.training.metrics_log import MetricsLogger
+
+    logger = MetricsLogger(str(tmp_path), ("none",))
+    logger.log(3, {"student/loss": 0.5, "student/dmd_normaliser": float("inf"), "critic/loss": float("nan")})
+    logger.close()
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert row == {"step": 3, "student/loss": 0.5, "student/dmd_normaliser": None, "critic/loss": None,
+                   "nonfinite": ["critic/loss", "student/dmd_normaliser"]}
 
 
 @pytest.mark.parametrize("text,needle", [

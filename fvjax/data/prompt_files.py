@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -26,8 +27,8 @@ def read_prompts(path: str, where: object, key: str = "training.validation_datas
     """The captions of the prompt file at `path`, in order. `where`/`key` name the recipe setting that gave
     the path (for a missing file or an unknown suffix); problems inside the file name the file."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        what = "is a directory" if file.is_dir() else "does not exist"
+    if not os.path.isfile(file):   # (os.path: False, not an error, for a name too long or with a NUL byte)
+        what = "is a directory" if os.path.isdir(file) else "does not exist"
         fail(where, key, f"{path!r} {what} (a prompt file: JSON {SHAPE}, CSV or Parquet/Arrow with a caption "
              "column, or .txt with one prompt per line)")
     reader = _READERS.get(file.suffix)

@@ -11,6 +11,7 @@ error. Every error is a `UserError` naming the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -122,7 +123,7 @@ def _read_pipeline(raw: dict, where: object) -> tuple[Given, str | None]:
     if isinstance(value, str) or key == "pipeline_config_path":
         path_text = F.read_nonempty_str(value, where, key)
         path = Path(path_text).expanduser()
-        if not path.exists():
+        if not os.path.exists(path):
             fail(where, key, f"file {path_text!r} not found")
         if not path.is_file():
             fail(where, key, f"{path_text!r} is not a file")

@@ -26,6 +26,15 @@ def resolve_sources(recipe: Recipe) -> dict[str, ModelSource]:
             for name, role in recipe.roles.items()}
 
 
+def _exists(path: str) -> bool:
+    # os.path's tests answer False for names the OS cannot even look up (too long, a NUL byte)
+    return os.path.exists(os.path.expanduser(path))
+
+
+def _is_file(path: str) -> bool:
+    return os.path.isfile(os.path.expanduser(path))
+
+
 def unwritable_directory(path: str) -> str | None:
     """Why a run could not create and write `path` (a directory), or None. Checked before training, so
     neither the dry run nor a real run meets it first as an OSError."""
@@ -62,7 +71,7 @@ def data_problems(recipe: Recipe) -> list[Problem]:
         return [Problem(key, "is empty; set the preprocessed dataset directory")]
     roots = list(dict.fromkeys(root for root, _ in specs))
     problems = [Problem(key, f"{root!r} does not exist on this machine") for root in roots
-                if not Path(root).expanduser().exists()]
+                if not _exists(root)]
     if problems:
         return problems
     kinds = {root: dataset_has_latents(root) for root in roots}
@@ -118,7 +127,7 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
     if t.log_validation:
         if not t.validation_dataset_file:
             problems.append(Problem("training.validation_dataset_file", "is empty but log_validation is true"))
-        elif not Path(t.validation_dataset_file).expanduser().is_file():
+        elif not _is_file(t.validation_dataset_file):
             problems.append(Problem("training.validation_dataset_file",
                                     f"{t.validation_dataset_file!r} does not exist on this machine"))
         else:   # read now, so that a run the dry-run passed does not fail at its first validation
@@ -139,16 +148,16 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
             problems.append(Problem("training.model_path", NO_PIPELINE))
     for name in recipe.roles:
         override = recipe.init_weights_override(name)
-        if override and not Path(override).expanduser().is_file():
+        if override and not _is_file(override):
             problems.append(Problem(recipe.role_key(name, "transformer_override_safetensor"),
                                     f"{override!r} does not exist on this machine (a .safetensors file)"))
     if t.resume_from_checkpoint and t.resume_from_checkpoint != "latest" \
-            and not Path(t.resume_from_checkpoint).expanduser().exists():
+            and not _exists(t.resume_from_checkpoint):
         problems.append(Problem("training.resume_from_checkpoint",
                                 f"{t.resume_from_checkpoint!r} does not exist"))
     method = get_method(recipe.method)
     for key, path in method.input_files(recipe.method_config) if method.input_files else ():
-        if path and not Path(path).expanduser().exists():
+        if path and not _exists(path):
             problems.append(Problem(key, f"{path!r} does not exist on this machine"))
     if not t.output_dir:
         problems.append(Problem("training.output_dir", "is empty; set where checkpoints and logs go"))

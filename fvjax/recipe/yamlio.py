@@ -7,6 +7,7 @@ first and reads the second as a float.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,9 @@ _StrictLoader.add_implicit_resolver(
 
 
 def read_text(path: Path, what: str) -> str:
-    if not path.exists():
+    if not os.path.exists(path):   # (os.path: False for a name too long or with a NUL byte, not an error)
         fail(path, None, f"{what} not found")
-    if not path.is_file():
+    if not os.path.isfile(path):
         fail(path, None, f"{what} is not a regular file")
     try:
         return path.read_text(encoding="utf-8")

@@ -117,7 +117,8 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
         found_sources: list[Source] = []
         for src in param.sources:
             section = given.get(src.section)
-            if section is not None and src.key in section.values:
+            # null is "not given" (FastVideo: pipeline flow_shift null = the model's default)
+            if section is not None and section.values.get(src.key) is not None:
                 found.append((src.to_param(section.values[src.key]), section.where, section.key(src.key)))
                 found_sources.append(src)
         for value, where, key in ([] if param.first_wins else found[1:]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 from typing import Mapping, Sequence
@@ -36,7 +37,12 @@ class MetricsLogger:
         if not self.enabled:
             return
         row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        self._jsonl.write(json.dumps(row) + "\n")
+        # JSON has no Infinity/NaN: such values are written as null and named under "nonfinite"
+        nonfinite = sorted(k for k, v in row.items() if k != "step" and not math.isfinite(v))
+        jsonl = {k: (None if k in nonfinite else v) for k, v in row.items()}
+        if nonfinite:
+            jsonl["nonfinite"] = nonfinite
+        self._jsonl.write(json.dumps(jsonl, allow_nan=False) + "\n")
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, float(v), int(step))

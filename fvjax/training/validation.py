@@ -55,8 +55,10 @@ def find_pipeline(recipe) -> str | None:
                   recipe.roles[get_method(recipe.method).sampled_role].path]
     for candidate in filter(None, candidates):
         root = Path(candidate).expanduser()
-        if not root.exists() and paths.looks_like_hub_id(candidate):
-            return candidate
+        if not os.path.exists(root):   # (os.path: False for a name too long or with a NUL byte)
+            if paths.looks_like_hub_id(candidate):
+                return candidate
+            continue
         if family.is_pipeline(root):
             return str(root)
     return None

@@ -38,7 +38,7 @@ def resolve(path: str | os.PathLike, where: str = "path", transformers: Mapping[
     pipeline, the transformer must be of a class in `transformers` ({class name: label}) when given."""
     given = str(path)
     p = Path(given).expanduser()
-    if not p.exists():
+    if not os.path.exists(p):   # (os.path: False for a name too long or with a NUL byte, not an error)
         if looks_like_hub_id(given):
             p = hub_snapshot(given, where)
         else:
@@ -109,7 +109,7 @@ def existing_dir(path: str | os.PathLike, where: object, what: str) -> Path:
     """`path` as an existing directory (the cached snapshot for an org/name hub id)."""
     given = str(path)
     p = Path(given).expanduser()
-    if not p.exists():
+    if not os.path.exists(p):   # (os.path: False for a name too long or with a NUL byte, not an error)
         if looks_like_hub_id(given):
             return hub_snapshot(given, where, what)
         fail(where, None, f"{given}: no such file or directory")

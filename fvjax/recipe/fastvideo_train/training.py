@@ -115,7 +115,7 @@ def read_training(raw, where: object) -> tuple[dict, dict[str, str], dict[str, s
                     fail(where, sub_key, "V-MoBA attention is not implemented in fvjax; remove it")
                 continue
             if field == "enable_gradient_checkpointing_type":
-                remat = sub_value
+                remat = F.choice((None, "full", "ops", "block_skip"))(sub_value, where, sub_key)
                 continue
             values[field], written[field] = sub_value, sub_key
     for field, value in DEFAULTS.items():
