@@ -37,10 +37,14 @@ def report_and_exit(err: UserError) -> NoReturn:
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int | None]:
-    """Wrap a CLI main so that a `UserError` becomes one stderr line and exit status 2."""
+    """Wrap a CLI main so that a `UserError` becomes one stderr line and exit status 2 (and start-up is quiet:
+    fvjax/quiet_start.py)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        from fvjax.quiet_start import quiet_start
+
+        quiet_start()
         try:
             return main(*args, **kwargs)
         except UserError as err:

@@ -191,3 +191,13 @@ def test_the_recipes_video_shape_is_checked_against_the_data(tmp_path):
     ok = finetune_recipe(data, tmp_path / "out")
     assert not {p.key for p in find_problems(parse_recipe(yaml.safe_dump(ok), "r.yaml"))} & {
         "training.num_latent_t", "training.num_height"}
+
+
+def test_a_cli_says_nothing_on_stderr_that_means_nothing_to_the_user():
+    """libtpu is installed here (the tpu extra) on a host without TPUs: no probing warnings."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
+    res = subprocess.run([sys.executable, "-m", "fvjax.train", "--config", "configs/examples/tiny_dmd2.yaml",
+                          "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "dry run OK" in res.stdout
+    assert res.stderr == "", res.stderr
