@@ -43,6 +43,12 @@ def _unset(text: str) -> str:
     return f"\x00{text}\x00"
 
 
+def _backticks(text: str, i: int) -> tuple[int, str]:
+    """A `command` substitution at text[i] (not run): (the index after it, its placeholder)."""
+    k = text.find("`", i + 1)
+    return (len(text) if k < 0 else k + 1), _unset(text[i:k + 1] if k > 0 else text[i:])
+
+
 # ------------------------------------------------------------------------------------------- the bash subset
 
 _ASSIGN = re.compile(r"^\s*(?:(?:export|declare|local|readonly|typeset)(?:\s+-\w+)*\s+)?([A-Za-z_]\w*)=(.*)$", re.S)
@@ -224,9 +230,8 @@ class _Shell:
                     i, value = self._dollar(text, i, line)
                     add(value, True)
                 elif ch == "`":
-                    k = text.find("`", i + 1)
-                    cur.append(_unset(text[i:k + 1] if k > 0 else text[i:]))
-                    i = n if k < 0 else k + 1
+                    i, value = _backticks(text, i)
+                    cur.append(value)
                 else:
                     cur.append(ch)
                     i += 1
@@ -262,10 +267,9 @@ class _Shell:
                 i, value = self._dollar(text, i, line)
                 add(value, False)
             elif ch == "`":
-                k = text.find("`", i + 1)
-                cur.append(_unset(text[i:k + 1] if k > 0 else text[i:]))
+                i, value = _backticks(text, i)
+                cur.append(value)
                 started = True
-                i = n if k < 0 else k + 1
             else:
                 cur.append(ch)
                 started = True
