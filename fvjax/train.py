@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     maybe_initialize()
     recipe = _load(args, lambda: _devices_present()[0])
     from fvjax.recipe.preflight import find_problems
+    from fvjax.weights.hub import download_missing
+
+    download_missing(recipe)   # hub ids not in the local cache (unless HF_HUB_OFFLINE=1)
 
     problems = find_problems(recipe)
     if problems:

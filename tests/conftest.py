@@ -5,6 +5,8 @@ import sys
 # Eight simulated CPU devices for the sharding tests; must be set before jax is imported anywhere.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests run offline: hub ids resolve from the local cache only (a real run would download them).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # XLA:CPU runs the 8 simulated devices on one pool of max(cores, devices) threads, and a waiting
 # collective holds a thread: under load the pool can fill with waiting collectives and a rendezvous
 # aborts (tests/test_dmd2_train.py explains the measured case). Spare threads for every in-process test

@@ -201,3 +201,27 @@ def test_a_cli_says_nothing_on_stderr_that_means_nothing_to_the_user():
     assert res.returncode == 0, res.stderr
     assert "dry run OK" in res.stdout
     assert res.stderr == "", res.stderr
+
+
+def test_hub_ids_not_cached_are_downloaded_by_a_real_run_unless_offline(tmp_path):
+    """No network in tests: the dry run names what a run would fetch; a run that cannot reach the hub says
+    so in one line (HF_ENDPOINT points at a closed local port); offline, today's missing-input message."""
+    recipe = REPO / "tests/recipes/fastvideo_train/plans/wan_t2v_finetune_min.yaml"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), HF_ENDPOINT="http://127.0.0.1:9")
+
+    def train(*flags, **extra):
+        return subprocess.run([sys.executable, "-m", "fvjax.train", "--config", str(recipe), *flags], cwd=REPO,
+                              capture_output=True, text=True, timeout=300, env={**env, **extra})
+    dry = train("--dry-run")
+    assert dry.returncode == 0 and "download    models.student.init_from: Wan-AI/Wan2.1-T2V-1.3B-Diffusers is not in " \
+        "the local Hugging Face cache; a real run downloads it first" in dry.stdout
+    assert "weights not available" not in dry.stdout
+    real = train("--override-output-dir", str(tmp_path / "out"))
+    errors = [line for line in real.stderr.splitlines() if line.startswith("fvjax: error:")]
+    assert real.returncode == 2 and len(errors) == 1, real.stderr
+    assert "models.student.init_from: Wan-AI/Wan2.1-T2V-1.3B-Diffusers: download from the Hugging Face hub failed" \
+        in errors[0]
+    offline = train("--dry-run", HF_HUB_OFFLINE="1")
+    assert offline.returncode == 0 and "weights not available on this machine" in offline.stdout
+    assert "download    " not in offline.stdout

@@ -48,6 +48,7 @@ class RunPlan:
     rules_name: str
     roles: tuple[RolePlan, ...]
     problems: tuple[Problem, ...]
+    downloads: dict = dataclasses.field(default_factory=dict)   # hub id -> (file patterns, recipe key)
 
     @property
     def total_bytes_per_device(self) -> int:
@@ -79,7 +80,10 @@ def build_plan(recipe: Recipe) -> RunPlan:
             memory = role_memory(family, source.config, role.trainable, recipe.training.dit_precision, recipe.mesh)
             architecture = family.describe(source.config)
         roles.append(RolePlan(name, role.trainable, source, memory, architecture))
-    return RunPlan(recipe, rules_for(recipe.mesh)[0], tuple(roles), tuple(find_problems(recipe, sources)))
+    from fvjax.weights.hub import wanted
+
+    return RunPlan(recipe, rules_for(recipe.mesh)[0], tuple(roles), tuple(find_problems(recipe, sources)),
+                   wanted(recipe))
 
 
 _KIND = {"diffusers": "Diffusers weights", "fvjax": "fvjax weights", "preset": "built-in preset, random init",
@@ -145,6 +149,9 @@ def render(plan: RunPlan, devices_present: str, *, resolved: bool = True) -> str
         lines += resolved_lines(r)
     for key, why in r.provenance.ignored:
         lines.append(f"  note: {key} is accepted but ignored ({why})")
+    for repo, (patterns, key) in plan.downloads.items():
+        lines.append(f"  download    {r.provenance.shown(key)}: {repo} is not in the local Hugging Face cache; a real "
+                     f"run downloads it first ({', '.join(patterns)}; HF_HUB_OFFLINE=1 forbids it)")
     for problem in plan.problems:
         lines.append(f"  warning: missing input: {r.provenance.shown(problem.key)}: {problem.message}")
     verdict = "a real run would refuse to start until the warnings above are fixed" if plan.problems \

@@ -119,8 +119,10 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
     t = recipe.training
     sources = resolve_sources(recipe) if sources is None else sources
     problems: list[Problem] = []
+    from fvjax.weights.hub import to_download
+
     for name, source in sources.items():
-        if not source.weights_present:
+        if not source.weights_present and not to_download(recipe.roles[name].path):
             problems.append(Problem(recipe.role_key(name, "path"), f"weights not available on this machine: "
                                     f"{source.detail}"))
     problems += data_problems(recipe)

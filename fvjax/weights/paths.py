@@ -86,21 +86,27 @@ def looks_like_hub_id(given: str) -> bool:
     return bool(_HUB_ID.match(given)) and not given.startswith((".", "/"))
 
 
+def hub_cache() -> str:
+    """The hub cache, read now (not at huggingface_hub's import) so HF_HUB_CACHE / HF_HOME set late count."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else constants.HF_HUB_CACHE)
+
+
 def hub_snapshot(repo_id: str, where: object, what: str = "model_index.json 'transformer/*'") -> Path:
-    """The local-cache snapshot of a hub repo; never downloads (the error says how to fetch `what`)."""
-    # Cache lookup only: training and conversion must not start multi-GB downloads on their own.
-    from huggingface_hub import constants, snapshot_download
+    """The local-cache snapshot of a hub repo (a real run downloads what it needs first: fvjax/weights/hub.py;
+    conversion and the dry run only look in the cache; the error says how to fetch `what`)."""
+    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    # Read the cache location now (not at huggingface_hub import) so HF_HUB_CACHE / HF_HOME set late count.
-    cache = os.environ.get("HF_HUB_CACHE") or (
-        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else constants.HF_HUB_CACHE)
+    cache = hub_cache()
     try:
         return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         # A relative path like outputs/run also has the org/name form: say both readings failed.
         fail(where, None, f"{repo_id}: no such local directory, and as a Hugging Face hub id not found in "
-             f"the local cache ({cache}); fvjax does not download weights: fetch it first with "
+             f"the local cache ({cache}); a training run downloads it (unless HF_HUB_OFFLINE=1); here, fetch it with "
              f"`hf download {repo_id} --include {what}` (or set HF_HUB_CACHE / "
              "HF_HOME to the cache that holds it), or pass a local directory")
 
