@@ -193,10 +193,15 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
         print(f"fvjax: {describe_no_checkpoint(t.output_dir)}", file=sys.stderr)
     iterator = data.iterator(0)
     if resume is not None:
-        restored = Checkpointer(resume.root, read_only=True).restore(
-            resume.step, abstract_like(states, runtime.state_shardings))
+        restored = Checkpointer(resume.root, read_only=True).restore(   # resolve_resume verified it
+            resume.step, abstract_like(states, runtime.state_shardings), verify=False)
         states, start_step = restored.state, restored.step
         iterator.set_state(restored.data_state, where=f"{resume.path}: data")
+        # Corrupt newer checkpoints of this run are renamed, or the steps they hold could not be saved again.
+        moved = ckpt.set_aside([s for s, _ in resume.skipped]) if (
+            resume.skipped and os.path.samefile(resume.root, ckpt.root)) else None
+        if lead and resume.skipped:
+            print(f"fvjax: {resume.fallback_note(moved)}", file=sys.stderr)
         if lead:
             print(f"fvjax: resumed from {resume.path} (step {start_step})", file=sys.stderr)
 
@@ -244,8 +249,9 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
     except TrainingDiverged as err:
         bar.close()  # before the message, so the error stays the last line on the terminal
         ckpt.wait_until_finished()
-        latest = ckpt.latest_step()
-        kept = f"the last good checkpoint is {ckpt.root}/{latest}" if latest else "no checkpoint was saved"
+        latest = ckpt.latest_sound_step()   # one that verifies
+        kept = (f"the last good checkpoint is {ckpt.root}/{latest}" if latest else
+                "no checkpoint verifies" if ckpt.all_steps() else "no checkpoint was saved")
         print(f"fvjax: error: {recipe.source}: training stopped at {err}; {kept} (check the recipe's scales: "
               f"learning_rate, max_grad_norm, guidance scales, flow_shift; then resume)", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)

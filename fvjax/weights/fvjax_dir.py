@@ -4,6 +4,10 @@
       config.json           the Diffusers transformer config (as the source had it)
       fvjax_manifest.json   format/version, family, dtype, parameter count, every leaf's shape and dtype
       params/               orbax checkpoint of the params pure dict (no optimizer state, no step)
+      params/fvjax_checksums.json   size and CRC-32s of every file of params/ (fvjax.io.checksums), checked
+                            before each load or conversion: a truncated, zeroed or bit-flipped file is
+                            an error naming it (a directory without the list, from an older fvjax, is
+                            read unverified, said once)
 
 Orbax stores each leaf as a tensorstore array, so restoring onto any mesh reads only each device's slice:
 pass target shardings and no device ever holds a whole leaf it does not own.
@@ -19,6 +23,7 @@ import numpy as np
 
 from fvjax.errors import fail
 from fvjax.families.api import Family
+from fvjax.io import checksums
 from fvjax.families.registry import get_family
 from fvjax.models.params import flatten, nest
 from fvjax.weights.dtypes import FLOAT_DTYPES, name_of
@@ -61,6 +66,7 @@ def write_fvjax_dir(directory: str | Path, family: Family, config, params: dict,
         ckpt.save((directory / PARAMS_DIR).absolute(), args=ocp.args.PyTreeSave(params))
     # The manifest goes last: a directory without it is never taken for fvjax weights.
     if lead:
+        checksums.write(directory / PARAMS_DIR)   # the save is finalized: every process's files are there
         (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -127,6 +133,7 @@ def _stored_tree(directory: Path, expected: dict[tuple[str, ...], tuple[int, ...
     import orbax.checkpoint as ocp
 
     params_dir = (directory / PARAMS_DIR).absolute()
+    verify_params(directory)
     try:
         with ocp.PyTreeCheckpointer() as ckpt:
             meta = ckpt.metadata(params_dir)
@@ -138,6 +145,20 @@ def _stored_tree(directory: Path, expected: dict[tuple[str, ...], tuple[int, ...
     flat = {tuple(str(part) for part in p): m for p, m in flatten(dict(tree)).items()}
     _check_tree(params_dir, expected, {p: (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat.items()})
     return flat
+
+
+def verify_params(directory: str | Path) -> bool:
+    """Check params/ against its checksum list: True when it matches, False when there is none (said once
+    on stderr); a missing, truncated, zeroed or bit-flipped file is an error naming it."""
+    params_dir = (Path(directory) / PARAMS_DIR).absolute()
+    try:
+        verified = checksums.verify(params_dir)
+    except checksums.Corrupt as bad:
+        fail(params_dir / bad.path.rstrip("/"), None, f"{bad.reason}: the fvjax weights directory {directory} is "
+             "damaged; re-create it (python -m fvjax.convert, or the training run that wrote it)")
+    if not verified:
+        checksums.note_unverified(params_dir, f"the fvjax weights {params_dir}")
+    return verified
 
 
 def sharding_of(shardings: dict | None, path: tuple[str, ...]):
