@@ -398,7 +398,7 @@ def test_flow_shift_defaults_to_the_family_value_of_the_base_model():
                      "teacher": {"path": "tiny", "trainable": False}, "critic": {"path": "tiny"}}
     assert load(raw).method_config.flow_shift == 5.0
     rejects(edit(dmd2_base(), lambda r: r["pipeline_config"].__setitem__("flow_shift", 0)),
-            "pipeline_config.flow_shift", "> 0")
+            "pipeline_config.flow_shift", "must be in (0, 1000]")
 
 
 def test_finetune_config():
