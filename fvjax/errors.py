@@ -37,14 +37,14 @@ def report_and_exit(err: UserError) -> NoReturn:
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int | None]:
-    """Wrap a CLI main so that a `UserError` becomes one stderr line and exit status 2 (and start-up is quiet:
-    fvjax/quiet_start.py)."""
+    """Wrap a CLI main so that a `UserError` becomes one stderr line and exit status 2 (after fvjax/cli_setup.py's
+    start-up: compilation cache, quiet start)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        from fvjax.quiet_start import quiet_start
+        from fvjax.cli_setup import prepare_cli
 
-        quiet_start()
+        prepare_cli()
         try:
             return main(*args, **kwargs)
         except UserError as err:

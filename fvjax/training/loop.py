@@ -37,6 +37,7 @@ from fvjax.models.platform import mesh_platform
 from fvjax.schema.recipe import Recipe
 from fvjax.sharding.logical import use_rules
 from fvjax.sharding.rules import rules_for
+from fvjax.cli_setup import enable_compilation_cache
 from fvjax.training.checkpoint import Checkpointer, describe_no_checkpoint, resolve_resume
 from fvjax.training.metrics_log import MetricsLogger
 from fvjax.training.roles import Runtime, abstract_like, add_frozen_extras, build_runtime, compute_dtype
@@ -151,18 +152,9 @@ def _export_trained_weights(output_dir: str, runtime: Runtime, states: dict) -> 
                 os.rename(fresh, dst)
 
 
-def _enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache, so a resumed or repeated run skips most compile time (minutes
-    for full-size models). JAX_COMPILATION_CACHE_DIR (or jax.config) chooses the place; the default is
-    ~/.cache/fvjax/jax_compilation."""
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir",
-                          os.path.join(os.path.expanduser("~"), ".cache", "fvjax", "jax_compilation"))
-
-
 def run_training(recipe: Recipe, mesh) -> int:
     """Train `recipe` on `mesh` (built once by the CLI from the recipe's plan: fvjax.sharding.mesh)."""
-    _enable_compilation_cache()
+    enable_compilation_cache()   # (also for library callers: a repeated run skips most compile time)
     if mesh.devices.size < len(jax.devices()):
         print(f"fvjax: using {mesh.devices.size} of the {len(jax.devices())} devices present "
               f"(training.num_gpus = {recipe.mesh.num_devices})", file=sys.stderr)
