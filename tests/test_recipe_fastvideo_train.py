@@ -5,7 +5,6 @@ lacks; the current-schema twins of fvjax's shipped recipes resolve to the same e
 in that schema's own defaults; the tiny twin trains; dotted overrides; malformed recipes."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import yaml
 
 from fvjax.recipe import load_recipe, parse_recipe
 from fvjax.recipe.overrides import parse_overrides
+from fvjax.schema.recipe import differences
 from fvjax.train import TOP_LEVEL_KEYS
 from test_train_cli import _del, _set, assert_one_line_error, run
 
@@ -65,20 +65,6 @@ def test_minimal_finetune_fixture_takes_the_current_defaults():
     assert t.mode_scale == 1.0 and t.trackers == ("wandb",) and t.tracker_project_name == "fastvideo"
     # finetuning trains on the student's own shift (3.0), whatever the pipeline's
     assert recipe.method_config.flow_shift == 3.0
-
-
-def differences(a, b) -> dict[str, tuple]:
-    """Field by field: {"<part>.<field>": (a's, b's)} where two recipes differ."""
-    out = {}
-    for part in ("training", "method_config", "pipeline", "mesh"):
-        x, y = getattr(a, part), getattr(b, part)
-        for field in dataclasses.fields(x):
-            if getattr(x, field.name) != getattr(y, field.name):
-                out[f"{part}.{field.name}"] = (getattr(x, field.name), getattr(y, field.name))
-    for name in set(a.roles) | set(b.roles):
-        if a.roles.get(name) != b.roles.get(name):
-            out[f"roles.{name}"] = (a.roles.get(name), b.roles.get(name))
-    return out
 
 
 # What FastVideo's current schema defaults differently (spec §1.5, §2.2, §3): the teacher's CFG form,

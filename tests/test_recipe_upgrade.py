@@ -2,7 +2,6 @@
 FastVideo's current schema load to the recipe they came from; bad inputs are one-line errors."""
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -14,28 +13,13 @@ from fvjax.errors import UserError
 from fvjax.recipe import load_recipe, parse_recipe
 from fvjax.recipe.__main__ import main
 from fvjax.recipe.upgrade import upgrade_path
-from fvjax.schema.recipe import Recipe
+from fvjax.schema.recipe import Recipe, differences
 from training_utils import finetune_recipe, tiny_dmd2_recipe, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("**/*.yaml"))
 # FastVideo's own examples, written in its current schema for tests/test_recipe_fastvideo_train.py
 CURRENT = sorted((ROOT / "tests/recipes/fastvideo_train/plans").glob("*.yaml"))
-
-
-def fields(recipe: Recipe) -> dict:
-    out = {"recipe.family": recipe.family, "recipe.method": recipe.method, "mesh": recipe.mesh}
-    for name, role in recipe.roles.items():
-        out |= {f"models.{name}.{f.name}": getattr(role, f.name) for f in dataclasses.fields(role)}
-    for section, obj in (("training", recipe.training), ("pipeline", recipe.pipeline),
-                         ("method_config", recipe.method_config)):
-        out |= {f"{section}.{f.name}": getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    return out
-
-
-def differences(a: Recipe, b: Recipe) -> dict:
-    fa, fb = fields(a), fields(b)
-    return {k: (fa.get(k), fb.get(k)) for k in set(fa) | set(fb) if fa.get(k) != fb.get(k)}
 
 
 def assert_same_run(old: Recipe, new: Recipe) -> None:

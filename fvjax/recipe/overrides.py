@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import yaml
 
 from fvjax.errors import fail
+from fvjax.schema.recipe import key_under
 
 WHERE = "command line"
 
@@ -108,6 +109,6 @@ def overridden(key: str | None, overrides: Sequence[Override]) -> Override | Non
     if not key:
         return None
     for override in reversed(overrides):
-        if key == override.key or key.startswith(override.key + ".") or key.startswith(override.key + "["):
+        if key_under(key, override.key):
             return override
     return None

@@ -33,7 +33,7 @@ from fvjax.recipe.fastvideo_train.training import DEFAULTS as CURRENT_TRAINING_D
 from fvjax.recipe.yamlio import YAML_SUFFIXES
 from fvjax.schema.data_path import DataPaths
 from fvjax.schema.pipeline_config import PIPELINE_FIELDS
-from fvjax.schema.recipe import Recipe
+from fvjax.schema.recipe import Recipe, differences
 from fvjax.schema.training_args import TRAINING_FIELDS
 from fvjax.sharding.mesh import AUTO, fill_distributed
 
@@ -322,26 +322,13 @@ def _ordered(mapping: dict, order: tuple[str, ...]) -> dict:
 
 # ------------------------------------------------------------------------------------ comparing the two recipes
 
-def _fields(recipe: Recipe) -> dict[str, Any]:
-    out: dict[str, Any] = {"recipe.family": recipe.family, "recipe.method": recipe.method, "mesh": recipe.mesh}
-    for name, role in recipe.roles.items():
-        for f in dataclasses.fields(role):
-            out[f"models.{name}.{f.name}"] = getattr(role, f.name)
-    for part in ("training", "pipeline", "method_config"):
-        obj = getattr(recipe, part)
-        for f in dataclasses.fields(obj):
-            out[f"{'pipeline_config' if part == 'pipeline' else part}.{f.name}"] = getattr(obj, f.name)
-    return out
-
-
 def _check_same(old: Recipe, new: Recipe, source: str, spell: Callable[[str], str]) -> list[str]:
     """The upgraded recipe must be the same experiment object as the original; returns the original's
     keys that fvjax accepts and ignores (left out: the current schema has no place for them)."""
     if new != old:
-        a, b = _fields(old), _fields(new)
-        key = next(k for k in list(a) + list(b) if a.get(k) != b.get(k))
-        fail(source, spell(key) if key in a else key, f"is {_plain(a.get(key))!r}, which the upgrade could not "
-             f"write in FastVideo's current schema (it would load as {_plain(b.get(key))!r})")
+        key, (was, now) = next(iter(differences(old, new).items()))
+        fail(source, spell(key), f"is {_plain(was)!r}, which the upgrade could not write in FastVideo's current "
+             f"schema (it would load as {_plain(now)!r})")
     return [spell(key) for key, _ in old.provenance.ignored]
 
 

@@ -108,17 +108,15 @@ def read_nonempty_str(value: Any, where: object, key: str) -> str:
     return text
 
 
-def optional(reader: Reader) -> Reader:
-    def read(value: Any, where: object, key: str) -> Any:
-        return None if value is None else reader(value, where, key)
-    return read
-
-
 def null_means(default: Any, reader: Reader) -> Reader:
     """null reads as `default` (FastVideo: `resume_from_checkpoint: null` is no resume)."""
     def read(value: Any, where: object, key: str) -> Any:
         return default if value is None else reader(value, where, key)
     return read
+
+
+def optional(reader: Reader) -> Reader:
+    return null_means(None, reader)
 
 
 def choice(options: Sequence[Any], *, aliases: dict[str, str] | None = None,

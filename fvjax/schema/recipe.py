@@ -24,6 +24,17 @@ class RoleSpec:
     transformer_override_safetensor: str = ""
 
 
+def key_under(key: str, prefix: str) -> bool:
+    """Whether dotted `key` is `prefix` or inside it (a field or a list item)."""
+    return key == prefix or key.startswith(prefix + ".") or key.startswith(prefix + "[")
+
+
+def renamed_key(key: str, names: Mapping[str, str]) -> str:
+    """`key` with its longest prefix found in `names` replaced by that prefix's name."""
+    best = max((k for k in names if key_under(key, k)), key=len, default=None)
+    return key if best is None else names[best] + key[len(best):]
+
+
 @dataclasses.dataclass(frozen=True)
 class Provenance:
     """Where each value came from (for the dry run and messages; not part of the experiment). Keys are
@@ -36,8 +47,7 @@ class Provenance:
 
     def shown(self, key: str) -> str:
         """The recipe's own name for a canonical key."""
-        best = max((k for k in self.written if key == k or key.startswith(k + ".")), key=len, default=None)
-        return key if best is None else self.written[best] + key[len(best):]
+        return renamed_key(key, self.written)
 
     def origin(self, key: str) -> str:
         shown = self.shown(key)
@@ -107,3 +117,20 @@ class Recipe:
         if not changes:
             return self
         return dataclasses.replace(self, training=self.training.replace(**changes))
+
+
+def recipe_fields(recipe: Recipe) -> dict[str, Any]:
+    """Every compared value of a recipe under its canonical dotted key (roles field by field)."""
+    out: dict[str, Any] = {"recipe.family": recipe.family, "recipe.method": recipe.method, "mesh": recipe.mesh}
+    for name, role in recipe.roles.items():
+        out |= {f"models.{name}.{f.name}": getattr(role, f.name) for f in dataclasses.fields(role)}
+    for section, obj in (("training", recipe.training), ("pipeline_config", recipe.pipeline),
+                         ("method_config", recipe.method_config)):
+        out |= {f"{section}.{f.name}": getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return out
+
+
+def differences(a: Recipe, b: Recipe) -> dict[str, tuple[Any, Any]]:
+    """{canonical key: (a's value, b's value)} where two recipes differ, in a's key order."""
+    fa, fb = recipe_fields(a), recipe_fields(b)
+    return {k: (fa.get(k), fb.get(k)) for k in list(fa) + [k for k in fb if k not in fa] if fa.get(k) != fb.get(k)}

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from fvjax.errors import fail
-from fvjax.weights.paths import hub_cache, looks_like_hub_id
+from fvjax.errors import UserError, fail
+from fvjax.weights.paths import hub_cache, hub_snapshot, looks_like_hub_id
 
 # A role's transformer: a pipeline's transformer/ folder, or (a repo without model_index.json) the
 # transformer-only repo's files.
@@ -23,12 +23,10 @@ def offline() -> bool:
 
 
 def is_cached(repo_id: str) -> bool:
-    from huggingface_hub import snapshot_download
-
     try:
-        snapshot_download(repo_id, cache_dir=hub_cache(), local_files_only=True)
+        hub_snapshot(repo_id, "path")
         return True
-    except Exception:   # noqa: BLE001 - any failure of the cache lookup means "not here"
+    except UserError:
         return False
 
 

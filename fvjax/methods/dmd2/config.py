@@ -65,13 +65,6 @@ def _check_steps(steps: tuple[int, ...], where: object, key: str) -> None:
         fail(where, key, f"must be strictly decreasing (noisiest first), got {list(steps)}")
 
 
-def _full_range(bound: float):
-    """min/max_timestep_ratio: null means the full range, as FastVideo reads it."""
-    def read(value, where: object, key: str) -> float:
-        return bound if value is None else F.read_float(value, where, key)
-    return read
-
-
 MAX_GUIDANCE = 100.0   # FastVideo's recipes use 1 to 8; far beyond, bf16 teacher outputs overflow
 
 
@@ -113,11 +106,11 @@ DMD2_PARAMS: tuple[Param, ...] = (
         Source(TRAINING, "warp_denoising_step"),
     )),
     Param("min_timestep_ratio", (
-        Source(METHOD, "min_timestep_ratio", _full_range(0.0)),
+        Source(METHOD, "min_timestep_ratio", F.null_means(0.0, F.read_float)),   # null: the full range
         Source(TRAINING, "min_timestep_ratio"),
     ), check=_check_ratio),
     Param("max_timestep_ratio", (
-        Source(METHOD, "max_timestep_ratio", _full_range(1.0)),
+        Source(METHOD, "max_timestep_ratio", F.null_means(1.0, F.read_float)),
         Source(TRAINING, "max_timestep_ratio"),
     ), check=_check_ratio),
     Param("flow_shift", (Source(PIPELINE, "flow_shift"),), FROM_CONTEXT, F.check_flow_shift),

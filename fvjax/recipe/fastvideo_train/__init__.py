@@ -24,6 +24,7 @@ from fvjax.recipe.fastvideo_train.roles import DEFAULT_FLOW_SHIFT, read_role
 from fvjax.recipe.fastvideo_train.targets import method_for_target
 from fvjax.recipe.fastvideo_train.training import PLACES, check_trackers, read_training
 from fvjax.schema import fields as F
+from fvjax.schema.recipe import renamed_key
 
 TOP_LEVEL = ("models", "method", "training", "callbacks", "pipeline")
 OLDER_KEYS = ("recipe", "distill", "roles", "method_config", "pipeline_config", "pipeline_config_path")
@@ -46,14 +47,7 @@ class Translation:
 
     def written_key(self, key: str | None) -> str | None:
         """The recipe's own name for a canonical key (the longest mapped prefix is replaced)."""
-        if not key:
-            return key
-        best = None
-        for canonical in self.written:
-            if (key == canonical or key.startswith(canonical + ".") or key.startswith(canonical + "[")) and (
-                    best is None or len(canonical) > len(best)):
-                best = canonical
-        return key if best is None else self.written[best] + key[len(best):]
+        return renamed_key(key, self.written) if key else key
 
 
 def _method_block(raw, where: object) -> dict:
