@@ -22,7 +22,12 @@ def param(rngs_key, init, shape, param_dtype, axes: Axes) -> nnx.Param:
 
 
 class Dense(nnx.Module):
-    """y = x @ kernel + bias, computed in `dtype` (params are cast from `param_dtype` at use)."""
+    """y = x @ kernel + bias, computed in `dtype` (params are cast from `param_dtype` at use).
+
+    `lora`: a low-rank adapter (fvjax/lora/factors.py) attached to this layer after construction, or
+    None; its delta is added to the output (fvjax/lora: x @ A @ B * scale, W itself is never changed).
+    """
+    lora = None
 
     def __init__(self, in_features: int, out_features: int, *, axes: Axes, rngs: nnx.Rngs,
                  param_dtype=jnp.float32, dtype=jnp.float32, bias_axes: Axes | None = None):
@@ -39,6 +44,8 @@ class Dense(nnx.Module):
         x2 = x.astype(self.dtype).reshape(-1, x.shape[-1])
         # fvjax/models/matmuls.py: on the CPU with a backward XLA:CPU runs on YNNPACK
         y = matmuls.matmul(x2, self.kernel[...].astype(self.dtype)) + self.bias[...].astype(self.dtype)
+        if self.lora is not None:
+            y = y + self.lora(x2)
         return y.reshape(*lead, y.shape[-1])
 
 

@@ -24,6 +24,8 @@ class WanFamily(Family):
     fastvideo_targets = ("fastvideo.train.models.wan.WanModel", "fastvideo.train.models.wan.wan.WanModel")
     presets = PRESETS
     defaults = PipelineDefaults(negative_prompt=WAN_DEFAULT_NEGATIVE_PROMPT)
+    # FastVideo's Wan arch config exclude_lora_layers: no LoRA on module names containing these (fvjax/lora)
+    lora_excluded_modules = ("embedder",)
 
     def config_from_diffusers(self, raw: dict, where: object) -> WanConfig:
         return WanConfig.from_diffusers_config(raw, where=where)
