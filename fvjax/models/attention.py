@@ -1,9 +1,11 @@
 """Scaled dot-product attention behind one function, with per-platform backends.
 
-    attention(q, k, v, *, backend="auto") -> [B, Lq, H, D]
+    attention(q, k, v, *, backend="auto", kv_mask=None) -> [B, Lq, H, D]
 
-q [B, Lq, H, D], k/v [B, Lk, H, D] (the BTNH layout of `jax.nn.dot_product_attention`); no mask, not
-causal, scale 1/sqrt(D) — what Wan uses for both self- and cross-attention. Backends:
+q [B, Lq, H, D], k/v [B, Lk, H, D] (the BTNH layout of `jax.nn.dot_product_attention`); not causal,
+scale 1/sqrt(D) — what Wan uses for both self- and cross-attention. `kv_mask` ([Lk] or [B, Lk] bool,
+optional) drops keys for every query (the causal Wan's KV cache: empty or out-of-window slots); every
+query must keep at least one key. Backends:
 
 - "xla": plain einsums; logits, softmax and both accumulations in fp32, whatever the input dtype
   (the CPU default and the fallback everywhere).
@@ -57,20 +59,26 @@ def _cudnn_supports(dtype, head_dim: int) -> bool:
         and head_dim % 8 == 0
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, backend: str = "auto") -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, backend: str = "auto",
+              kv_mask: jax.Array | None = None) -> jax.Array:
     chosen = resolve_backend(backend, q.dtype, q.shape[-1])
+    if kv_mask is not None:
+        kv_mask = jnp.broadcast_to(kv_mask, (q.shape[0], k.shape[1]))
     if chosen == "xla":
-        return xla_attention(q, k, v)
+        return xla_attention(q, k, v, kv_mask)
     if chosen == "cudnn":
         if not _cudnn_supports(q.dtype, q.shape[-1]):
             raise ValueError(f"cudnn attention needs bf16/fp16 inputs and head_dim <= 128 (multiple of 8); "
                              f"got {q.dtype}, head_dim {q.shape[-1]}; use backend 'xla' or compute in bf16")
-        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        # cuDNN takes a key mask only as a [B, 1, Lq, Lk] bias (jax turns the boolean mask into one)
+        mask = None if kv_mask is None else \
+            jnp.broadcast_to(kv_mask[:, None, None, :], (q.shape[0], 1, q.shape[1], k.shape[1]))
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
     # Off TPU the Pallas kernel runs in interpret mode (slow; lets CPU tests check its numerics).
-    return splash_attention(q, k, v, interpret=target_platform() != "tpu")
+    return splash_attention(q, k, v, interpret=target_platform() != "tpu", kv_mask=kv_mask)
 
 
-def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_mask: jax.Array | None = None) -> jax.Array:
     b, lq, h, d = q.shape
     scale = 1.0 / math.sqrt(d)
 
@@ -78,7 +86,11 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
         return jnp.transpose(x, (0, 2, 1, 3)).reshape(b * h, x.shape[1], d)  # matmuls fast (1.7x fwd+bwd)
 
     # fvjax/models/matmuls.py: on the CPU with a backward XLA:CPU runs on YNNPACK
-    probs = jax.nn.softmax(matmuls.scores(heads_major(q), heads_major(k)) * scale, axis=-1)
+    logits = matmuls.scores(heads_major(q), heads_major(k)) * scale
+    if kv_mask is not None:
+        keep = jnp.repeat(kv_mask, h, axis=0)[:, None, :]                      # [B*H, 1, Lk]
+        logits = jnp.where(keep, logits, jnp.finfo(logits.dtype).min)
+    probs = jax.nn.softmax(logits, axis=-1)
     out = matmuls.weighted_values(probs.astype(v.dtype), heads_major(v))
     return jnp.transpose(out.reshape(b, h, lq, d), (0, 2, 1, 3)).astype(q.dtype)
 
@@ -94,7 +106,8 @@ def _block(length: int, preferred: int = 512) -> int:
     return min(preferred, _round_up(length, 128))
 
 
-def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool = False) -> jax.Array:
+def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool = False,
+                  kv_mask: jax.Array | None = None) -> jax.Array:
     """Splash on one shard's arrays [B, L, H, D] (q already holds this shard's query rows)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
@@ -110,9 +123,10 @@ def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool = Fa
         return jnp.transpose(x, (0, 2, 1, 3))  # [B, H, L, D]
 
     qk, kk, vk = to_kernel_layout(q, lq_pad), to_kernel_layout(k, lk_pad), to_kernel_layout(v, lk_pad)
-    segment_ids = sk.SegmentIds(
-        q=jnp.zeros((b, lq_pad), jnp.int32),
-        kv=jnp.where(jnp.arange(lk_pad) < lk, 0, 1).astype(jnp.int32)[None].repeat(b, axis=0))
+    keep = jnp.broadcast_to(jnp.arange(lk_pad) < lk, (b, lk_pad))
+    if kv_mask is not None:
+        keep = keep & jnp.pad(kv_mask, ((0, 0), (0, lk_pad - lk)))
+    segment_ids = sk.SegmentIds(q=jnp.zeros((b, lq_pad), jnp.int32), kv=jnp.where(keep, 0, 1).astype(jnp.int32))
     block_sizes = sk.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv,
                                 block_q_dkv=bq, block_kv_dkv=bkv, block_kv_dkv_compute=bkv,
                                 block_q_dq=bq, block_kv_dq=bkv)
@@ -123,13 +137,19 @@ def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool = Fa
     return jnp.transpose(out, (0, 2, 1, 3))[:, :lq, :, :d].astype(q.dtype)
 
 
-def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, interpret: bool = False) -> jax.Array:
+def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, interpret: bool = False,
+                     kv_mask: jax.Array | None = None) -> jax.Array:
     active = active_rules()
     if active is None:
-        return _splash_local(q, k, v, interpret)
+        return _splash_local(q, k, v, interpret, kv_mask)
     mesh, rules = active
     q_spec = logical_to_spec(Q_AXES, rules, mesh)
     kv_spec = logical_to_spec(KV_AXES, rules, mesh)
-    body = lambda q_, k_, v_: _splash_local(q_, k_, v_, interpret)  # noqa: E731
-    return jax.shard_map(body, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
-                         check_vma=False)(q, k, v)
+    if kv_mask is None:
+        body = lambda q_, k_, v_: _splash_local(q_, k_, v_, interpret)  # noqa: E731
+        return jax.shard_map(body, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+                             check_vma=False)(q, k, v)
+    mask_spec = jax.sharding.PartitionSpec(q_spec[0], None)
+    body = lambda q_, k_, v_, m_: _splash_local(q_, k_, v_, interpret, m_)  # noqa: E731
+    return jax.shard_map(body, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, mask_spec), out_specs=q_spec,
+                         check_vma=False)(q, k, v, kv_mask)

@@ -1,6 +1,12 @@
 """Wan attention: q/k/v projections, RMSNorm of q and k across all heads, RoPE (self-attention only),
-scaled dot-product attention through `fvjax.models.attention`, output projection."""
+scaled dot-product attention through `fvjax.models.attention`, output projection.
+
+The self-attention's pattern is a parameter (`attend`): the bidirectional DiT attends every token to
+every token; the causal Wan (fvjax/families/wan/causal/) passes block-causal or KV-cache patterns,
+which also hand back a per-layer side output (the chunk's roped K/V)."""
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +40,21 @@ class WanAttention(nnx.Module):
     def _heads(self, x: jax.Array, axes) -> jax.Array:
         b, l, d = x.shape
         return constrain(x.reshape(b, l, self.num_heads, d // self.num_heads), axes)
+
+    def self_attention(self, x: jax.Array, rope: tuple[jax.Array, jax.Array],
+                       attend: Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]]
+                       ) -> tuple[jax.Array, Any]:
+        """Self-attention with the pattern `attend(q, k, v) -> (out [B, L, H, Dh], side output)`, q and k
+        roped; returns (projected output, side output)."""
+        q = self._heads(self.norm_q(self.to_q(x)), HEAD_AXES)
+        k = self._heads(self.norm_k(self.to_k(x)), HEAD_AXES)
+        v = self._heads(self.to_v(x), HEAD_AXES)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
+        out, side = attend(q, k, v)
+        out = constrain(out, HEAD_AXES)
+        b, l = out.shape[:2]
+        return self.to_out(out.reshape(b, l, -1)), side
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None,
                  rope: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:

@@ -8,6 +8,8 @@ applied on a [B, Ft, L/Ft, D] view of the tokens.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -73,12 +75,23 @@ class WanBlock(nnx.Module):
     def __call__(self, x: jax.Array, context: jax.Array, modulation: jax.Array,
                  rope: tuple[jax.Array, jax.Array]) -> jax.Array:
         """x [B, L, D] (residual dtype), context [B, Lt, D], modulation [B, Ft, 6, D] fp32."""
+        return self.forward(x, context, modulation, rope)[0]
+
+    def forward(self, x: jax.Array, context: jax.Array, modulation: jax.Array, rope: tuple[jax.Array, jax.Array],
+                attend: Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]] | None = None
+                ) -> tuple[jax.Array, Any]:
+        """The block with the self-attention pattern `attend` (WanAttention.self_attention; None = every
+        token to every token); returns (x, the pattern's side output)."""
         residual_dtype = x.dtype
         mod = self.scale_shift_table[...].astype(jnp.float32)[:, None] + modulation
         shift, scale, gate, c_shift, c_scale, c_gate = (mod[:, :, i] for i in range(6))
 
         normed = modulate(layer_norm_fp32(x, self.eps), shift, scale).astype(self.dtype)
-        attn = checkpoint_name(self.attn1(normed, rope=rope), "attn_out")
+        if attend is None:
+            attn, side = self.attn1(normed, rope=rope), None
+        else:
+            attn, side = self.attn1.self_attention(normed, rope, attend)
+        attn = checkpoint_name(attn, "attn_out")
         x = constrain(gated_add(x, attn, gate).astype(residual_dtype), ACT_AXES)
 
         normed = self.norm2(x).astype(self.dtype)
@@ -86,4 +99,4 @@ class WanBlock(nnx.Module):
 
         normed = modulate(layer_norm_fp32(x, self.eps), c_shift, c_scale).astype(self.dtype)
         x = gated_add(x, self.ffn(normed), c_gate).astype(residual_dtype)
-        return constrain(x, ACT_AXES)
+        return constrain(x, ACT_AXES), side

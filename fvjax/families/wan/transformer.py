@@ -103,6 +103,14 @@ class WanTransformer(nnx.Module):
 
     def __call__(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any) -> jax.Array:
         """[B, C, F, H, W], timestep [B] (or per-frame [B, F/pt]), text [B, Lt, text_dim] -> [B, Cout, F, H, W]."""
+        tokens, temb, modulation, context, grid = self._embed(hidden_states, timestep, encoder_hidden_states)
+        cos, sin = rope_cos_sin(self.config.attention_head_dim, grid, max_positions=self.config.rope_max_seq_len)
+        cos, sin = constrain(cos, ("act_seq", None)), constrain(sin, ("act_seq", None))
+        tokens = self._run_blocks(tokens, context, modulation, (cos, sin))
+        return self._head(tokens, temb, grid)
+
+    def _embed(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any):
+        """Patch tokens [B, L, D], temb [B, Ft, D], modulation [B, Ft, 6, D], text tokens and the token grid."""
         cfg = self.config
         x = jnp.asarray(hidden_states)
         timestep = jnp.asarray(timestep)
@@ -117,12 +125,10 @@ class WanTransformer(nnx.Module):
         tokens = self.patch_embedding(patchify(x, cfg.patch_size).astype(self.dtype))
         tokens = constrain(tokens.astype(self.residual_dtype), ACT_AXES)
         temb, modulation, context = self.condition_embedder(timestep, text)
-        context = constrain(context, TEXT_AXES)
-        cos, sin = rope_cos_sin(cfg.attention_head_dim, grid, max_positions=cfg.rope_max_seq_len)
-        cos, sin = constrain(cos, ("act_seq", None)), constrain(sin, ("act_seq", None))
+        return tokens, temb, modulation, constrain(context, TEXT_AXES), grid
 
-        tokens = self._run_blocks(tokens, context, modulation, (cos, sin))
-
+    def _head(self, tokens: jax.Array, temb: jax.Array, grid: tuple[int, int, int]) -> jax.Array:
+        cfg = self.config
         head = self.scale_shift_table[...].astype(jnp.float32)[:, None] + temb[:, :, None, :]  # [B, Ft, 2, D]
         normed = modulate(layer_norm_fp32(tokens, cfg.eps), head[:, :, 0], head[:, :, 1]).astype(self.dtype)
         return unpatchify(self.proj_out(normed), grid, cfg.patch_size)
