@@ -456,14 +456,14 @@ def test_registries():
     from fvjax.methods.registry import available_methods, get_method, register_method
 
     DMD2, WAN = get_method("dmd2"), get_family("wan")
-    assert available_methods() == ("dmd2", "finetune") and available_families() == ("wan",)
+    assert {"dmd2", "finetune", "kd", "dfsft"} <= set(available_methods()) and "wan" in available_families()
     assert DMD2.role_names == ("student", "teacher", "critic")
     with pytest.raises(KeyError):
         register_method(DMD2)
     with pytest.raises(KeyError):
         register_family(WAN)
     rejects(edit(dmd2_base(), lambda r: r["recipe"].__setitem__("method", "sds")), "recipe.method",
-            "available: dmd2, finetune")
+            f"available: {', '.join(available_methods())}")
     rejects(edit(dmd2_base(), lambda r: r["recipe"].__setitem__("family", "ltx")), "recipe.family",
             "available: wan")
 

@@ -11,8 +11,8 @@
 - hooks for what would otherwise be special cases elsewhere: `frozen_extras` (arrays prepared once at
   start and passed, never donated, beside the frozen roles: DMD2's negative prompt), `validation_samplers`
   (how validation renders its videos; default: UniPC with CFG), `optimizer_overrides` (per-role optimizer
-  fields: DMD2's critic reads fake_score_*), `ema_roles`, `input_files` (files the dry run checks), and
-  `data` (what each batch must hold).
+  fields: DMD2's critic reads fake_score_*), `ema_roles`, `input_files` (files the dry run checks),
+  `data` (what each batch must hold) and `train_data` (batches of the method's own making: KD's trajectories).
 
 Metrics are named `<role>/<quantity>`; any non-finite metric stops the run.
 A method is one folder (its config, its update, its spec) and one registry entry: a built-in line in
@@ -35,6 +35,7 @@ class RoleRequirement:
     name: str
     trainable: bool
     why: str
+    optional: bool = False                         # the recipe may leave it out (KD's teacher, once its cache is made)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,15 @@ class FastVideoMethodContext:
     student_flow_shift: float              # models.<sampled role>.flow_shift (FastVideo's default 3.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class DataContext:
+    """What `train_data` may use: the recipe, the built runtime (models, frozen params, mesh) and the
+    DataConfig the trainer would read training.data_path with."""
+    recipe: Any                                    # fvjax.schema.recipe.Recipe
+    runtime: Any                                   # fvjax.training.roles.Runtime
+    data_config: Any                               # fvjax.data.batches.DataConfig
+
+
 Check = Callable[[Any, TrainingArgs, CheckContext], dict[str, Any]]
 
 
@@ -92,6 +102,9 @@ class MethodSpec:
     # Model FLOPs of one step (mean over steps) from each role's forward FLOPs per sample and the global
     # batch: (config, {role: forward FLOPs}, batch) -> FLOPs. None: the report says "not known".
     step_flops: Callable[[Any, Mapping[str, float], int], float] | None = None
+    # The method's own training data in place of training.data_path's batches (KD: the teacher-trajectory
+    # cache, completed first): (config, DataContext) -> a fvjax.data.batches.TrainData. None: the dataset's.
+    train_data: Callable[[Any, DataContext], Any] | None = None
     # FastVideo's current schema (`method: {_target_: ..., ...}`): the method classes this spec stands for
     # and how such a block becomes this method's `method_config` (its own defaults made explicit there);
     # None: the block's keys are taken as method_config keys unchanged.

@@ -9,7 +9,8 @@ from fvjax.errors import fail
 from fvjax.methods.api import MethodSpec
 from fvjax.plugins import Registry
 
-BUILTIN = {"dmd2": "fvjax.methods.dmd2:METHOD", "finetune": "fvjax.methods.finetune:METHOD"}
+BUILTIN = {"dmd2": "fvjax.methods.dmd2:METHOD", "finetune": "fvjax.methods.finetune:METHOD",
+           "kd": "fvjax.methods.kd:METHOD", "dfsft": "fvjax.methods.dfsft:METHOD"}
 
 
 _METHODS: Registry[MethodSpec] = Registry("method", "fvjax.methods", BUILTIN, MethodSpec, lambda m: m.name)

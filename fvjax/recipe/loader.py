@@ -106,6 +106,8 @@ def _read_roles(raw: dict, roles_key: str, family: str, method: MethodSpec, wher
     for need in method.roles:
         key = f"{roles_key}.{need.name}"
         if need.name not in roles:
+            if need.optional:
+                continue
             fail(where, key, f"missing; method {method.name!r} needs roles {', '.join(method.role_names)}")
         if roles[need.name].trainable != need.trainable:
             state = "trainable: true" if need.trainable else "trainable: false"

@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from fvjax.cpu_tuning import compiler_options
 from fvjax.data.batches import DataConfig, TrainData
 from fvjax.families.registry import get_family
-from fvjax.methods.api import TEXT_ONLY
+from fvjax.methods.api import TEXT_ONLY, DataContext
 from fvjax.methods.registry import get_method
 from fvjax.models.platform import mesh_platform
 from fvjax.schema.recipe import Recipe
@@ -57,7 +57,8 @@ def make_update(recipe: Recipe, runtime: Runtime) -> Callable:
     return make(recipe.method_config, runtime.models, compute_dtype(recipe.training.mixed_precision))
 
 
-def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
+def data_config(recipe: Recipe, runtime: Runtime) -> DataConfig:
+    """How training.data_path is read for this recipe's method and sampled role."""
     t = recipe.training
     method = get_method(recipe.method)
     model = runtime.models[method.sampled_role].config
@@ -66,12 +67,19 @@ def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
     stats = family.latent_statistics(t.model_path or t.pretrained_model_name_or_path)
     mean, std = stats if stats is not None else (None, None)
     spatial = family.defaults.spatial_compression   # text-only data: the latents' shape from the recipe
-    cfg = DataConfig(
+    return DataConfig(
         data_path=t.data_path, seed=t.seed, num_latent_t=t.num_latent_t, training_cfg_rate=t.training_cfg_rate,
         global_batch_size=t.train_batch_size * recipe.mesh.data_parallel * t.grad_accum,
         text_len=family.defaults.text_len, text_dim=model.text_dim, latent_channels=model.in_channels,
         latents_mean=mean, latents_std=std, needs_latents=method.data_needs(recipe.method_config) != TEXT_ONLY,
         latent_shape=(model.in_channels, t.num_latent_t, t.num_height // spatial, t.num_width // spatial))
+
+
+def _data(recipe: Recipe, runtime: Runtime) -> TrainData:
+    cfg = data_config(recipe, runtime)
+    method = get_method(recipe.method)
+    if method.train_data is not None:   # batches of the method's own making (KD: the trajectory cache)
+        return method.train_data(recipe.method_config, DataContext(recipe, runtime, cfg))
     return TrainData(cfg)
 
 

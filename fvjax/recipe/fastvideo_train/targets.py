@@ -23,10 +23,11 @@ NOT_YET = {
                                                                                     "model) is not implemented in fvjax",
 }
 _METHOD_NOT_YET = {
-    "SelfForcingMethod": _CAUSAL, "StreamingLongTuningMethod": _CAUSAL, "KDCausalMethod": _CAUSAL,
-    "DiffusionForcingSFTMethod": _CAUSAL, "TeacherForcingSFTMethod": _CAUSAL,
+    "SelfForcingMethod": _CAUSAL, "StreamingLongTuningMethod": _CAUSAL,
+    "TeacherForcingSFTMethod": "teacher-forcing SFT needs the causal DiT's [clean | noisy] teacher-forcing attention, "
+                               "which fvjax's causal Wan does not have yet (diffusion forcing, DiffusionForcingSFTMethod, "
+                               "is implemented)",
     "CausalConsistencyDistillationMethod": _CAUSAL,
-    "KDMethod": "knowledge distillation (KD) is not implemented in fvjax yet",
     "AnyFlowMethod": "AnyFlow is not implemented in fvjax", "AnyFlowPretrainMethod": "AnyFlow is not implemented "
                                                                                    "in fvjax",
     "DiffusionNFTMethod": "DiffusionNFT (RL) is not implemented in fvjax",

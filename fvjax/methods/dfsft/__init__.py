@@ -1,0 +1,35 @@
+"""Diffusion-forcing SFT (FastVideo's DiffusionForcingSFTMethod, spec self_forcing.md §2): a causal student
+finetuned with flow matching where each chunk of latent frames has its own noise level. config.py (its slice
+of the recipe), update.py (the pure update), its registry entry below."""
+from __future__ import annotations
+
+from typing import Any
+
+from fvjax.errors import fail
+from fvjax.methods.api import CheckContext, MethodSpec, RoleRequirement
+from fvjax.methods.dfsft import fastvideo_train
+from fvjax.methods.dfsft.config import DFSFT_PARAMS, DFSFTConfig
+from fvjax.schema.training_args import ExecutionMode, TrainingArgs
+
+
+def _check(config: DFSFTConfig, training: TrainingArgs, ctx: CheckContext) -> dict[str, Any]:
+    if not training.learning_rate > 0:
+        fail(ctx.where, "training.learning_rate", f"is {training.learning_rate}; dfsft needs learning_rate > 0")
+    if config.max_timestep_ratio < config.min_timestep_ratio:
+        where, key = ctx.origins.get("max_timestep_ratio", (ctx.where, "method_config.max_timestep_ratio"))
+        fail(where, key, f"is {config.max_timestep_ratio}, below min_timestep_ratio {config.min_timestep_ratio}")
+    return {}
+
+
+METHOD = MethodSpec(
+    name="dfsft",
+    mode=ExecutionMode.FINETUNING,
+    update="fvjax.methods.dfsft.update:make_update",
+    roles=(RoleRequirement("student", True, "diffusion-forcing SFT trains the causal student"),),
+    config_cls=DFSFTConfig,
+    params=DFSFT_PARAMS,
+    check=_check,
+    step_flops=lambda config, forward, batch: 3 * forward["student"] * batch,   # forward + backward (2x)
+    fastvideo_targets=fastvideo_train.TARGETS,
+    from_fastvideo=fastvideo_train.from_fastvideo,
+)

@@ -1,0 +1,21 @@
+"""Diffusion-forcing SFT in FastVideo's current schema (`method: {_target_: ...DiffusionForcingSFTMethod,
+chunk_size, min/max_timestep_ratio}`): the keys are fvjax's; the table's shift is the student's own scheduler's,
+models.student.flow_shift (default 3.0), as the finetune method. TeacherForcingSFTMethod is refused (its
+[clean | noisy] attention is not in fvjax's causal Wan)."""
+from __future__ import annotations
+
+from fvjax.methods.api import FastVideoMethodContext
+
+TARGETS = ("fastvideo.train.methods.fine_tuning.dfsft.DiffusionForcingSFTMethod",
+           "fastvideo.train.methods.fine_tuning.DiffusionForcingSFTMethod",
+           "fastvideo.train.methods.DiffusionForcingSFTMethod")
+DEFAULTS = {"chunk_size": 3, "min_timestep_ratio": 0.0, "max_timestep_ratio": 1.0}
+
+
+def from_fastvideo(block: dict, ctx: FastVideoMethodContext) -> dict:
+    values = {**block}
+    for key, default in DEFAULTS.items():
+        if values.get(key) is None:
+            values[key] = default
+    values.setdefault("student_flow_shift", ctx.student_flow_shift)
+    return values

@@ -1,0 +1,78 @@
+"""Diffusion-forcing SFT of a causal student (FastVideo's DiffusionForcingSFTMethod).
+
+Per sample and per chunk of `chunk_size` latent frames (from the first frame, the last one cut short) an index
+into the student's training table, uniform in DFSFTConfig.index_range(); each frame gets its chunk's
+timestep t [b, T] and sigma: x_t = (1 - sigma) x0 + sigma eps per frame. One block-causal student forward;
+per-frame MSE over (C, H, W) of v against eps - x0 (pred_type x0: x_t - sigma v against x0), weighted by a
+fixed Gaussian over the index (exp(-2 ((i - N/2) / N)^2), shifted to minimum 0, normalised to mean 1 over the
+N table entries: mid-noise levels count most), mean over frames and samples, float32.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fvjax.errors import fail
+from fvjax.methods.common import apply_gradients, purpose_key
+from fvjax.methods.dfsft.config import DFSFTConfig
+from fvjax.methods.finetune.config import X0
+from fvjax.methods.kd.update import block_step_indices
+from fvjax.schedulers import flow_matching as fm
+from fvjax.training.optim import accumulate_gradients
+from fvjax.training.roles import RoleModel
+
+
+def index_weights(num_train_timesteps: int) -> np.ndarray:
+    """float32 [N]: FastVideo's Gaussian loss weight per table index (mean 1)."""
+    n = float(num_train_timesteps)
+    x = np.arange(num_train_timesteps, dtype=np.float32)
+    y = np.exp(-2 * ((x - n / 2) / n) ** 2).astype(np.float32)
+    shifted = y - y.min()
+    return (shifted * (n / shifted.sum())).astype(np.float32)
+
+
+def check_chunk_size(cfg: DFSFTConfig, student: RoleModel) -> None:
+    expected = getattr(student.config, "num_frames_per_block", None)
+    if expected is not None and expected != cfg.chunk_size:
+        fail("recipe", "method_config.chunk_size", f"is {cfg.chunk_size} but the causal student's num_frames_per_block "
+             f"is {expected}; they must be equal (FastVideo checks the same)")
+
+
+def make_update(cfg: DFSFTConfig, models: dict[str, RoleModel], compute_dtype) -> Callable:
+    student = models["student"]
+    check_chunk_size(cfg, student)
+    table = fm.training_table(cfg.flow_shift, cfg.num_train_timesteps)
+    weights = jnp.asarray(index_weights(cfg.num_train_timesteps))
+    low, high = cfg.index_range()
+
+    def loss_fn(params, batch, key):
+        x0 = batch["latents"].astype(jnp.float32)
+        b, frames = x0.shape[0], x0.shape[2]
+        index = block_step_indices(purpose_key(key, "timestep"), b, frames, cfg.chunk_size, low, high)
+        t = jnp.asarray(table.timesteps)[index]                        # [b, T]
+        sigma = jnp.asarray(table.sigmas)[index][:, None, :, None, None]
+        noise = jax.random.normal(purpose_key(key, "noise"), x0.shape, jnp.float32)
+        x_t = (1 - sigma) * x0 + sigma * noise
+        pred = student.apply(params, x_t.astype(compute_dtype), t,
+                             batch["text_embeds"].astype(compute_dtype)).astype(jnp.float32)
+        if cfg.pred_type == X0:
+            error = (x_t - sigma * pred) - x0
+        else:
+            error = pred - (noise - x0)
+        per_frame = jnp.mean(error ** 2, axis=(1, 3, 4))               # [b, T]
+        loss = jnp.mean(per_frame * weights[index])
+        return loss, {"student/timestep_mean": jnp.mean(t)}
+
+    def update(states, frozen, batch, key):
+        del frozen  # no frozen roles
+        state = states["student"]
+        (loss, aux), grads = accumulate_gradients(loss_fn, state.params, batch, key)
+        new_state, metrics = apply_gradients(student, state, grads)
+        metrics.update(aux)
+        metrics["student/dfsft_loss"] = loss
+        return {"student": new_state}, metrics
+
+    return update

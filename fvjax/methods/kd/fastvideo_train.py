@@ -1,0 +1,45 @@
+"""KD in FastVideo's current schema (`method: {_target_: ...KDMethod | ...KDCausalMethod, ...}`, spec
+fastvideo_v3_recipes.md §2.4): its keys are fvjax's, with these defaults written out:
+
+- KDCausalMethod: one student step index per sample and block of `num_frames_per_block` (3) frames;
+  KDMethod: one index for the whole batch (FastVideo draws one per step);
+- teacher_inference_steps 48; the trajectory's shift is the pipeline's flow_shift (FastVideo's KD
+  scheduler reads pipeline.flow_shift, not the student's own models.student.flow_shift);
+- `teacher_guidance_scale` is parsed by FastVideo but not applied (its teacher runs conditional-only): the
+  value is dropped with a note, so the recipe trains what FastVideo trains;
+- `num_frames_per_block` belongs to KDCausalMethod only (KDMethod ignores it in FastVideo; so does fvjax).
+"""
+from __future__ import annotations
+
+import sys
+
+from fvjax.errors import fail
+from fvjax.methods.api import FastVideoMethodContext
+from fvjax.methods.kd.config import BATCH, BLOCK
+from fvjax.schema import fields as F
+
+_MODULE = "fastvideo.train.methods.knowledge_distillation"
+CAUSAL_TARGETS = (f"{_MODULE}.kd.KDCausalMethod", f"{_MODULE}.KDCausalMethod", "fastvideo.train.methods.KDCausalMethod")
+TARGETS = (f"{_MODULE}.kd.KDMethod", f"{_MODULE}.KDMethod", "fastvideo.train.methods.KDMethod") + CAUSAL_TARGETS
+REQUIRED = ("t_list", "teacher_path_cache")
+
+
+def from_fastvideo(block: dict, ctx: FastVideoMethodContext) -> dict:
+    where = ctx.where
+    for key in REQUIRED:
+        if key not in block:
+            fail(where, f"method.{key}", "missing; FastVideo's KD methods require it (no default)")
+    target = block.get("_target_", "")
+    values = {k: v for k, v in block.items() if k not in ("_target_", "teacher_guidance_scale")}
+    guidance = block.get("teacher_guidance_scale")
+    if guidance is not None and F.read_float(guidance, where, "method.teacher_guidance_scale") != 1.0:
+        print(f"fvjax: note: {where}: method.teacher_guidance_scale {guidance} is not applied, as in FastVideo main "
+              "(its KD teacher runs conditional-only)", file=sys.stderr)
+    if target in CAUSAL_TARGETS:
+        values.setdefault("num_frames_per_block", 3)
+        values["step_index"] = BLOCK
+    else:
+        values.pop("num_frames_per_block", None)
+        values["step_index"] = BATCH
+    values.setdefault("teacher_inference_steps", 48)
+    return values

@@ -1,0 +1,167 @@
+"""KD's teacher trajectories: the grid is FastVideo's, t_list is checked against it, the cache command
+makes what the teacher sampler makes, resumes to the same bytes, and refuses other settings in one line."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fvjax.errors import UserError
+from fvjax.methods.kd import cache
+from fvjax.methods.kd.schedule import _torch_linspace, teacher_euler, trajectory_timesteps
+from training_utils import REPO, make_data, write_recipe
+
+STEPS = 8     # teacher steps of the tiny recipe (FastVideo's default is 48)
+
+
+def test_linspace_is_torchs():
+    for n in (5, 9, 49, 97, 1001):
+        np.testing.assert_array_equal(_torch_linspace(1.0, 0.0, n), torch.linspace(1.0, 0.0, n).numpy())
+
+
+def test_trajectory_timesteps_are_fastvideos():
+    # FastVideo's SelfForcingFlowMatchScheduler(48, shift 5, sigma_min 0, extra_one_step) timesteps, truncated.
+    sigmas = torch.linspace(1.0, 0.0, 49)[:-1]
+    sigmas = 5 * sigmas / (1 + 4 * sigmas)
+    expected = [int(t) for t in (sigmas * 1000).tolist()]
+    got = trajectory_timesteps(48, 5.0)
+    assert got.tolist() == expected
+    # The warped 4-step list sits on states 0, 12, 24, 36; 995 (the scenario's first) on state 1.
+    assert got[[0, 1, 12, 24, 36]].tolist() == [1000, 995, 937, 833, 625]
+    table = teacher_euler(48, 5.0)
+    assert float(table.sigmas[0]) == 1.0 and float(table.sigmas[-1]) == 0.0
+    assert np.all(np.diff(np.asarray(table.sigmas)) < 0)
+
+
+def kd_recipe(data: str, cache_dir: Path, output_dir: Path, **method) -> dict:
+    """configs/examples/tiny_kd.yaml with a bidirectional tiny student (the trajectories are the teacher's)."""
+    recipe = yaml.safe_load((REPO / "configs/examples/tiny_kd.yaml").read_text())
+    recipe["training"].update(data_path=str(data), output_dir=str(output_dir))
+    recipe["method_config"].update(teacher_path_cache=str(cache_dir), **method)
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("kd_data") / "tiny", num_samples=4)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, data):
+    """The cache made by `python -m fvjax.kd_cache` in one uninterrupted run."""
+    from fvjax.kd_cache import main
+
+    root = tmp_path_factory.mktemp("kd_cache")
+    recipe = write_recipe(root / "recipe.yaml", kd_recipe(data, root / "cache", root / "out"))
+    assert main(["--config", str(recipe)]) == 0
+    return root / "recipe.yaml", root / "cache"
+
+
+def _files(cache_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(cache_dir).as_posix(): p.read_bytes() for p in sorted(cache_dir.rglob("*")) if p.is_file()}
+
+
+def test_cache_layout(made):
+    _, cache_dir = made
+    names = _files(cache_dir)
+    assert set(names) == {"COMPLETE", "metadata.json"} | {f"samples/{i:08d}.safetensors" for i in range(4)}
+    meta = cache.read_metadata(cache_dir)
+    assert meta["timesteps"] == [1000, 937, 833, 625] and meta["teacher_inference_steps"] == STEPS
+    assert meta["teacher"] == "tiny-teacher" and meta["num_samples"] == 4
+
+
+def test_trajectories_equal_the_teacher_sampler(made):
+    """Each stored state is the teacher's Euler sampler (fvjax.schedulers.sampling.sample) run directly from the
+    sample's noise for that many steps; the endpoint is the whole run."""
+    from fvjax.methods.kd.generate import initial_noise, model_fn_of
+    from fvjax.recipe import load_recipe
+    from fvjax.schedulers.flow_euler import FlowMatchEuler
+    from fvjax.schedulers.sampling import sample
+    from fvjax.sharding.logical import use_rules
+    from fvjax.sharding.mesh import make_mesh, select_devices
+    from fvjax.sharding.rules import rules_for
+    from fvjax.training.roles import build_runtime, compute_dtype
+    from safetensors.numpy import load_file
+
+    recipe_path, cache_dir = made
+    recipe = load_recipe(recipe_path)
+    mesh = make_mesh(recipe.mesh, select_devices(recipe.mesh))
+    with use_rules(mesh, rules_for(recipe.mesh)[1]):
+        runtime = build_runtime(recipe, mesh, rules_for(recipe.mesh)[1])
+        teacher = runtime.models["teacher"]
+        model_fn = model_fn_of(teacher, compute_dtype(recipe.training.mixed_precision))
+        table = teacher_euler(STEPS, 5.0)
+        states_at = {0: 0, 2: 1, 4: 2, 6: 3}   # 1000, 937, 833, 625 on the 8-step shift-5 grid
+        for index in (0, 3):
+            stored = load_file(cache.sample_file(cache_dir, index))
+            n = int(stored["text_embeds"].shape[0])
+            text = np.zeros((1, 512, 32), np.float32)
+            text[0, :n] = stored["text_embeds"]
+            noise = initial_noise(recipe.training.seed, index, (16, 3, 8, 8))[None]
+            clean = sample(model_fn, runtime.frozen["teacher"], noise, table, text)
+            np.testing.assert_allclose(stored["clean"], np.asarray(clean[0]), rtol=1e-6, atol=1e-6)
+            for step, slot in states_at.items():
+                partial = FlowMatchEuler(timesteps=table.timesteps[:step], sigmas=table.sigmas[:step + 1])
+                want = np.asarray(noise[0]) if step == 0 else np.asarray(
+                    sample(model_fn, runtime.frozen["teacher"], noise, partial, text)[0])
+                np.testing.assert_allclose(stored["states"][slot], want, rtol=1e-6, atol=1e-6, err_msg=f"state {step}")
+        assert not np.allclose(stored["states"][0], stored["clean"], atol=0.1)
+
+
+def test_cache_command_resumes_to_the_same_bytes(tmp_path, made):
+    """An interrupted run (two samples written, a half-written temporary file left) completes on rerun, and
+    the cache is byte-identical to the uninterrupted one."""
+    from fvjax.kd_cache import main
+
+    recipe_path, straight = made
+    resumed = tmp_path / "cache"
+    shutil.copytree(straight, resumed)
+    (resumed / "COMPLETE").unlink()
+    for i in (1, 3):
+        cache.sample_file(resumed, i).unlink()
+    (resumed / "samples" / ".00000001.safetensors.tmp-99999").write_bytes(b"half")
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["method_config"]["teacher_path_cache"] = str(resumed)
+    assert main(["--config", str(write_recipe(tmp_path / "r.yaml", recipe))]) == 0
+    (resumed / "samples" / ".00000001.safetensors.tmp-99999").unlink()
+    assert _files(resumed) == _files(straight)
+
+
+def test_other_settings_are_refused_in_one_line(tmp_path, made, capsys):
+    from fvjax.kd_cache import main
+
+    recipe_path, cache_dir = made
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(recipe_path), "--training.seed", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"fvjax: error: {cache_dir / 'metadata.json'}: seed: is 0 but the recipe makes 1; this cache "
+                       f"was made for other settings: delete {cache_dir} or give another method_config.teacher_path_cache")
+
+
+def test_t_list_off_the_trajectory_names_the_nearest(tmp_path, data):
+    from fvjax.recipe import load_recipe
+
+    # FastVideo's causal_t2v.yaml: [999, 937, 833, 624, 0]; 999 is not on the 48-step shift-5 trajectory.
+    recipe = write_recipe(tmp_path / "r.yaml", kd_recipe(data, tmp_path / "c", tmp_path / "o", teacher_inference_steps=48,
+                                                         t_list=[999, 937, 833, 624, 0]))
+    with pytest.raises(UserError) as err:
+        load_recipe(recipe)
+    assert err.value.line().endswith("method_config.t_list[0]: is 999, not a timestep of the teacher's 48-step "
+                                     "trajectory (shift 5); the nearest is 1000")
+
+
+def test_incomplete_cache_without_teacher_is_one_error(tmp_path, data):
+    from training_utils import train_in_process
+
+    recipe = kd_recipe(data, tmp_path / "cache", tmp_path / "out")
+    del recipe["models"]["teacher"]
+    with pytest.raises(SystemExit) as exit_info:
+        train_in_process(write_recipe(tmp_path / "r.yaml", recipe))
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "out" / "checkpoints").exists()
