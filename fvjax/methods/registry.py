@@ -10,7 +10,8 @@ from fvjax.methods.api import MethodSpec
 from fvjax.plugins import Registry
 
 BUILTIN = {"dmd2": "fvjax.methods.dmd2:METHOD", "finetune": "fvjax.methods.finetune:METHOD",
-           "kd": "fvjax.methods.kd:METHOD", "dfsft": "fvjax.methods.dfsft:METHOD"}
+           "self_forcing": "fvjax.methods.self_forcing:METHOD", "kd": "fvjax.methods.kd:METHOD",
+           "dfsft": "fvjax.methods.dfsft:METHOD"}
 
 
 _METHODS: Registry[MethodSpec] = Registry("method", "fvjax.methods", BUILTIN, MethodSpec, lambda m: m.name)

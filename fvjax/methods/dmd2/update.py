@@ -43,9 +43,12 @@ def student_updates_at(step: jax.Array, interval: int) -> jax.Array:
     return step % interval == 0
 
 
-def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) -> Losses:
+def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype, *, levels: NoiseLevels | None = None,
+                rollout: Callable | None = None) -> Losses:
+    """The two losses. A method built on DMD2 (Self-Forcing) passes its own noise levels and its own student
+    rollout, `rollout(student_params, batch, key, grad=True) -> Rollout`."""
     student, teacher, critic = models["student"], models["teacher"], models["critic"]
-    levels = NoiseLevels(cfg.table_shift, cfg.num_train_timesteps)
+    levels = levels or NoiseLevels(cfg.table_shift, cfg.num_train_timesteps)
     steps = denoising_steps(cfg)
 
     def x0_of(model: RoleModel, params, x_t, t, text):
@@ -53,12 +56,14 @@ def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) ->
         velocity = model.apply(params, x_t.astype(compute_dtype), timestep, text.astype(compute_dtype))
         return levels.x0_from_velocity(x_t, velocity, t)
 
-    def rollout(params, batch, key, grad: bool = True) -> Rollout:
+    def dmd2_rollout(params, batch, key, grad: bool = True) -> Rollout:
         x0_fn = functools.partial(x0_of, student, text=batch["text_embeds"])
         if cfg.rollout_mode == SIMULATE:  # the dataset latents only give the shape
             simulate = simulate_rollout if grad else simulate_rollout_no_grad
             return simulate(x0_fn, params, batch["latents"].shape, steps, levels, key)
         return data_latent_rollout(x0_fn, params, batch["latents"], steps, levels, key)
+
+    rollout = rollout or dmd2_rollout
 
     def teacher_x0(params, x_t, t, cond, negative):
         # Conditional and negative prompt through one compiled teacher (lax.map: two sequential calls).
@@ -100,8 +105,8 @@ def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) ->
     return Losses(generator, critic_loss)
 
 
-def make_update(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype) -> Callable:
-    losses = make_losses(cfg, models, compute_dtype)
+def make_update(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype, losses: Losses | None = None) -> Callable:
+    losses = losses or make_losses(cfg, models, compute_dtype)
     student, critic = models["student"], models["critic"]
 
     def update(states, frozen, batch, key):

@@ -15,15 +15,13 @@ from fvjax.methods.registry import available_methods, get_method
 
 _CAUSAL = "the causal Wan student (Self-Forcing, DF/TF-SFT, causal KD and CD) is not implemented in fvjax yet"
 NOT_YET = {
-    "fastvideo.train.models.wan.WanCausalModel": _CAUSAL,
-    "fastvideo.train.models.wan.wan_causal.WanCausalModel": _CAUSAL,
     "fastvideo.train.models.matrixgame2.matrixgame2.MatrixGame2Model": "MatrixGame2 (Wan I2V world model) is not "
                                                                        "implemented in fvjax",
     "fastvideo.train.models.matrixgame2.matrixgame2_causal.MatrixGame2CausalModel": "MatrixGame2 (Wan I2V world "
                                                                                     "model) is not implemented in fvjax",
 }
 _METHOD_NOT_YET = {
-    "SelfForcingMethod": _CAUSAL, "StreamingLongTuningMethod": _CAUSAL,
+    "StreamingLongTuningMethod": _CAUSAL,
     "TeacherForcingSFTMethod": "teacher-forcing SFT needs the causal DiT's [clean | noisy] teacher-forcing attention, "
                                "which fvjax's causal Wan does not have yet (diffusion forcing, DiffusionForcingSFTMethod, "
                                "is implemented)",
