@@ -4,6 +4,9 @@ FastVideo: `enable` switches LoRA on (a rank without it is ignored), `rank` must
 defaults to the rank, the delta is scaled by alpha / rank, and `target_modules` (default below) are
 substrings of module names; names containing an architecture's excluded words (Wan: "embedder") never
 match, and zero matches is an error.
+
+fvjax adds `init_from`: a Diffusers / PEFT LoRA file (or a directory holding
+pytorch_lora_weights.safetensors) whose factors the role starts from instead of B = 0.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from fvjax.schema import fields as F
 # fastvideo/train/utils/lora.py DEFAULT_LORA_TARGET_MODULES
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "to_q", "to_k", "to_v", "to_out", "to_qkv",
                           "to_gate_compress")
-LORA_KEYS = ("enable", "rank", "alpha", "target_modules")
+LORA_KEYS = ("enable", "rank", "alpha", "target_modules", "init_from")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,10 +26,14 @@ class LoraSpec:
     rank: int
     alpha: float
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    init_from: str = ""
 
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
+
+    def __repr__(self) -> str:   # the recipe's own block (the dry run lists resolved values with repr)
+        return repr(lora_mapping(self))
 
 
 def read_lora(value, where: object, key: str) -> LoraSpec | None:
@@ -56,7 +63,8 @@ def read_lora(value, where: object, key: str) -> LoraSpec | None:
         if not targets or any(not t for t in targets):
             fail(where, f"{key}.target_modules", "must be a non-empty list of non-empty module name parts "
                  "(e.g. [to_q, to_k, to_v, to_out])")
-    return LoraSpec(rank=rank, alpha=float(alpha), target_modules=targets)
+    init_from = F.optional(F.read_str)(spec.get("init_from"), where, f"{key}.init_from") or ""
+    return LoraSpec(rank=rank, alpha=float(alpha), target_modules=targets, init_from=init_from)
 
 
 def lora_mapping(spec: LoraSpec | None) -> dict | None:
@@ -64,4 +72,5 @@ def lora_mapping(spec: LoraSpec | None) -> dict | None:
     if spec is None:
         return None
     alpha = int(spec.alpha) if float(spec.alpha).is_integer() else spec.alpha
-    return {"enable": True, "rank": spec.rank, "alpha": alpha, "target_modules": list(spec.target_modules)}
+    out = {"enable": True, "rank": spec.rank, "alpha": alpha, "target_modules": list(spec.target_modules)}
+    return out | ({"init_from": spec.init_from} if spec.init_from else {})

@@ -27,6 +27,12 @@ class RoleMemory:
     param_bytes: int                # at dit_precision
     optimizer_bytes: int            # AdamW m and v, fp32 (trainable roles)
     master_bytes: int               # fp32 master copy when params are not fp32 (trainable roles)
+    # A LoRA role: param_bytes is its frozen base (0 when another role holds the same weights: `shared_with`)
+    # plus its factors; the optimizer and master bytes are the factors' only.
+    lora_params: int = 0            # scalars of the LoRA factors (all devices)
+    lora_bytes: int = 0             # the factors held by one device
+    lora_layers: int = 0            # adapted Linears (per layer)
+    shared_with: str = ""
 
     @property
     def total_bytes(self) -> int:
@@ -69,16 +75,52 @@ def role_memory(family: Family, config, trainable: bool, precision: str, mesh: M
         master_bytes=4 * per_device if trainable and precision != "fp32" else 0)
 
 
+def lora_memory(recipe: Recipe, name: str, family: Family, config, shared_with: str | None) -> RoleMemory:
+    """A LoRA role's bytes per device: its frozen base (none when shared) and its factors with AdamW."""
+    import jax.numpy as jnp
+
+    from fvjax.lora.build import lora_model
+    from fvjax.models.params import count_params
+
+    precision, mesh = recipe.training.dit_precision, recipe.mesh
+    base = role_memory(family, config, False, precision, mesh)
+    lora = lora_model(family, config, recipe.roles[name].lora, jnp.float32, where=recipe.source,
+                      key=recipe.role_key(name, "lora"))
+    specs = param_specs(lora.factor_axes, lora.abstract_factors, rules_for(mesh)[1], mesh)
+    per_device = per_device_count(lora.abstract_factors, specs, mesh)
+    factor_bytes = per_device * DTYPE_BYTES[precision]
+    return RoleMemory(
+        num_params=base.num_params, params_per_device=per_device,
+        param_bytes=(0 if shared_with else base.param_bytes) + factor_bytes,
+        optimizer_bytes=2 * 4 * per_device, master_bytes=4 * per_device if precision != "fp32" else 0,
+        lora_params=count_params(lora.abstract_factors), lora_bytes=factor_bytes,
+        lora_layers=sum(len(t.module_names) for t in lora.targets), shared_with=shared_with or "")
+
+
 def build_plan(recipe: Recipe) -> RunPlan:
     sources = resolve_sources(recipe)
     roles = []
+    # as fvjax/training/roles.py: frozen and LoRA roles share equal weights, held by a frozen role if any
+    bases: dict[tuple, str] = {}
+    for name, role in recipe.roles.items():
+        if not role.trainable:
+            bases.setdefault((role.path, recipe.init_weights_override(name), sources[name].kind), name)
     for name, role in recipe.roles.items():
         source = sources[name]
         memory, architecture = None, ""
+        origin = (role.path, recipe.init_weights_override(name), source.kind)
         if source.config is not None:
             family = get_family(role.family)
-            memory = role_memory(family, source.config, role.trainable, recipe.training.dit_precision, recipe.mesh)
+            if role.lora is not None:
+                memory = lora_memory(recipe, name, family, source.config, bases.get(origin))
+            else:
+                memory = role_memory(family, source.config, role.trainable, recipe.training.dit_precision,
+                                     recipe.mesh)
+                if not role.trainable and bases[origin] != name:
+                    memory = dataclasses.replace(memory, param_bytes=0, shared_with=bases[origin])
             architecture = family.describe(source.config)
+        if not role.trainable or role.lora is not None:
+            bases.setdefault(origin, name)
         roles.append(RolePlan(name, role.trainable, source, memory, architecture))
     from fvjax.weights.hub import wanted
 
@@ -124,7 +166,15 @@ def render(plan: RunPlan, devices_present: str, *, resolved: bool = True) -> str
             continue
         mem = role.memory
         lines.append(f"{head}  {_count(mem.num_params)} params ({role.architecture})")
-        detail = f"params {_gib(mem.param_bytes)}"
+        if mem.lora_params:
+            base = (f"frozen base shared with {mem.shared_with}" if mem.shared_with else
+                    f"frozen base {_gib(mem.param_bytes - mem.lora_bytes)}")
+            detail = (f"{base} + LoRA factors {_gib(mem.lora_bytes)} ({_count(mem.lora_params)} params on "
+                      f"{mem.lora_layers} Linears)")
+        elif mem.shared_with:
+            detail = f"params shared with {mem.shared_with}"
+        else:
+            detail = f"params {_gib(mem.param_bytes)}"
         if role.trainable:
             detail += f" + AdamW m,v {_gib(mem.optimizer_bytes)}"
             if mem.master_bytes:

@@ -26,6 +26,7 @@ import yaml
 
 from fvjax.errors import UserError, fail
 from fvjax.families.registry import get_family
+from fvjax.lora.spec import lora_mapping
 from fvjax.methods.registry import get_method
 from fvjax.recipe.fastvideo_train.callbacks import PIPELINES
 from fvjax.recipe.fastvideo_train.roles import DEFAULT_FLOW_SHIFT
@@ -191,6 +192,8 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
         override = recipe.init_weights_override(name)
         if override:
             entry["transformer_override_safetensor"] = override
+        if role.lora is not None:
+            entry["lora"] = lora_mapping(role.lora)
         doc["models"][name] = entry
     student_shift = c.flow_shift if recipe.method == "finetune" else c.student_flow_shift
     if student_shift is not None and student_shift != DEFAULT_FLOW_SHIFT:

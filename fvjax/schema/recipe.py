@@ -6,6 +6,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from fvjax.lora.spec import LoraSpec
 from fvjax.schema.pipeline_config import PipelineConfig
 from fvjax.schema.training_args import TrainingArgs
 from fvjax.sharding.mesh import MeshPlan
@@ -22,6 +23,8 @@ class RoleSpec:
     # This role's own initial-weights file (FastVideo's current models.<role>.transformer_override_safetensor);
     # it wins over training.init_weights_from_safetensors.
     transformer_override_safetensor: str = ""
+    # models.<role>.lora (fvjax/lora/spec.py): only low-rank factors of this role are trained; None: all weights
+    lora: LoraSpec | None = None
 
 
 def key_under(key: str, prefix: str) -> bool:

@@ -54,7 +54,16 @@ class TrainingDiverged(Exception):
 def make_update(recipe: Recipe, runtime: Runtime) -> Callable:
     """The method's pure update(states, frozen, batch, key) -> (states, metrics), from its registry entry."""
     make = get_method(recipe.method).make_update()
-    return make(recipe.method_config, runtime.models, compute_dtype(recipe.training.mixed_precision))
+    dtype = compute_dtype(recipe.training.mixed_precision)
+    if all(m.lora is None for m in runtime.models.values()):
+        return make(recipe.method_config, runtime.models, dtype)
+
+    def update(states, frozen, batch, key):
+        # LoRA roles read their frozen base from the update's `frozen` argument: the method is built inside
+        # the trace with its roles bound to it, so the base is never a constant of the compiled step.
+        models = {name: model.bind(frozen) for name, model in runtime.models.items()}
+        return make(recipe.method_config, models, dtype)(states, frozen, batch, key)
+    return update
 
 
 def data_config(recipe: Recipe, runtime: Runtime) -> DataConfig:
@@ -137,7 +146,9 @@ def _sync(name: str) -> None:
 def _export_trained_weights(output_dir: str, runtime: Runtime, states: dict) -> None:
     """Write each trainable role (and its EMA) as an fvjax weights directory <output_dir>/<role>[_ema],
     the input of `python -m fvjax.convert fvjax-to-diffusers`. Every process joins the (collective)
-    orbax write into <dir>.new; process 0 then swaps it in, so a previous export is replaced whole."""
+    orbax write into <dir>.new; process 0 then swaps it in, so a previous export is replaced whole.
+    A LoRA role is written as a Diffusers LoRA file instead: <output_dir>/<role>[_ema]_lora/
+    pytorch_lora_weights.safetensors (its base is the role's weights, unchanged)."""
     import shutil
 
     from fvjax.weights.fvjax_dir import write_fvjax_dir
@@ -146,6 +157,9 @@ def _export_trained_weights(output_dir: str, runtime: Runtime, states: dict) -> 
     for name, state in states.items():
         for suffix, params in (("", state.params), ("_ema", state.ema)):
             if params is None:
+                continue
+            if runtime.models[name].lora is not None:
+                _export_lora(os.path.join(output_dir, f"{name}{suffix}_lora"), runtime.models[name], params)
                 continue
             dst = os.path.join(output_dir, f"{name}{suffix}")
             fresh = dst + ".new"
@@ -158,6 +172,17 @@ def _export_trained_weights(output_dir: str, runtime: Runtime, states: dict) -> 
             if lead:
                 shutil.rmtree(dst, ignore_errors=True)
                 os.rename(fresh, dst)
+
+
+def _export_lora(directory: str, model, factors) -> None:
+    from jax.experimental import multihost_utils
+
+    from fvjax.lora.peft_file import write_peft_lora
+
+    host = multihost_utils.process_allgather(factors, tiled=True) if jax.process_count() > 1 else jax.device_get(factors)
+    if jax.process_index() == 0:
+        lora = model.lora
+        write_peft_lora(directory, list(lora.targets), host, lora.spec.rank, lora.spec.alpha)
 
 
 def run_training(recipe: Recipe, mesh) -> int:
@@ -178,6 +203,11 @@ def _validated_params(state, t):
     """use_ema (FastVideo: the ema callback): validation renders the EMA weights (equal to the weights
     until ema_start_step)."""
     return state.ema if t.use_ema and state.ema is not None else state.params
+
+
+def _validate(validator, step: int, runtime: Runtime, role: str, states: dict, t, logger) -> None:
+    model = runtime.models[role]   # a LoRA role renders as its base with the factors nested in
+    validator.run(step, model.whole, model.full_params(_validated_params(states[role], t), runtime.frozen), logger)
 
 
 def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None) -> int:
@@ -216,7 +246,7 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
                            entity=t.tracker_entity)
     sampled = get_method(recipe.method).sampled_role
     if validator is not None and t.validation_at_start:   # FastVideo validates before the first step too
-        validator.run(start_step, runtime.models[sampled], _validated_params(states[sampled], t), logger)
+        _validate(validator, start_step, runtime, sampled, states, t, logger)
     preemption = _Preemption()
     bar = _progress(start_step, t.max_train_steps, lead)
     step = start_step
@@ -234,7 +264,7 @@ def _train(recipe: Recipe, runtime: Runtime, validator: Validator | None = None)
             if step % t.log_steps == 0 or validate or save or preempted:
                 pending.flush()   # raises TrainingDiverged before anything is saved from a diverged step
             if validate:
-                validator.run(step, runtime.models[sampled], _validated_params(states[sampled], t), logger)
+                _validate(validator, step, runtime, sampled, states, t, logger)
             if save:
                 ckpt.save(step, states, data_state=iterator.get_state(), recipe_text=recipe.text)
             if preempted:
