@@ -1,0 +1,161 @@
+"""Self-Forcing's pieces against independent references: the scheduler grid (recomputed in torch as
+FastVideo's SelfForcingFlowMatchScheduler does), the warp table, the exit steps; the two-phase rollout
+on the tiny causal Wan: phase 2's x0 equals the no-grad rollout's, and its gradient equals autodiff
+through a naive unrolled rollout (a Python loop over chunks and steps, gradient only at each chunk's exit
+forward, inputs and cache constants: spec self_forcing.md §3's gradient structure); the MFU FLOP count."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from fvjax.families.wan.causal import PRESETS, CausalWanTransformer, block_sizes, empty_cache, write_chunk
+from fvjax.methods.self_forcing import METHOD
+from fvjax.methods.self_forcing.config import SDE, SelfForcingConfig
+from fvjax.methods.self_forcing.rollout import chunk_starts, initial_noise, make_rollout, step_noise_key
+from fvjax.methods.self_forcing.schedule import SelfForcingLevels, exit_indices, self_forcing_table, warp_steps
+from fvjax.methods.self_forcing.update import rollout_steps
+from fvjax.models.params import params_of
+from fvjax.training.roles import RoleModel
+
+
+# ------------------------------------------------------------------------------------ grid, warp, exits
+
+@pytest.mark.parametrize("shift", [1.0, 5.0])
+def test_grid_is_fastvideos_self_forcing_scheduler(shift):
+    raw = torch.linspace(1.0, 0.0, 1001)[:-1]                 # sigma_min 0, extra_one_step
+    sigmas = shift * raw / (1 + (shift - 1) * raw)
+    table = self_forcing_table(shift)
+    np.testing.assert_allclose(table.sigmas, sigmas.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(table.timesteps, (sigmas * 1000).numpy(), rtol=1e-6, atol=1e-4)
+    levels = SelfForcingLevels(shift)
+    t = jnp.asarray([[1000.0, 937.5, 4.0], [500.2, 0.0, 999.9]])   # nearest grid point, per frame
+    nearest = sigmas.numpy()[np.abs((sigmas * 1000).numpy()[None, None] - np.asarray(t)[..., None]).argmin(-1)]
+    np.testing.assert_allclose(np.asarray(levels.sigma(t)), nearest, rtol=1e-6)
+
+
+def test_warp_table():
+    np.testing.assert_allclose(warp_steps([1000, 750, 500, 250], 5.0), [1000, 937.5, 833.3333, 625], rtol=1e-6)
+    cfg = SelfForcingConfig(dmd_denoising_steps=(1000, 750, 500, 250), flow_shift=5.0)
+    np.testing.assert_array_equal(rollout_steps(cfg), [1000, 750, 500, 250])   # unwarped: as written
+
+
+def test_exit_indices():
+    keys = jax.random.split(jax.random.key(0), 200)
+    per_chunk = np.stack([exit_indices(k, 7, 4, same_step=False, last_step_only=False) for k in keys])
+    assert set(np.unique(per_chunk)) == {0, 1, 2, 3}
+    assert (per_chunk.std(axis=1) > 0).mean() > 0.9                       # chunks draw their own
+    shared = np.stack([exit_indices(k, 7, 4, same_step=True, last_step_only=False) for k in keys])
+    assert (shared == shared[:, :1]).all() and set(np.unique(shared)) == {0, 1, 2, 3}
+    last = exit_indices(keys[0], 7, 4, same_step=False, last_step_only=True)
+    np.testing.assert_array_equal(last, [3] * 7)
+
+
+def test_step_flops_counts_spec_forwards():
+    forward = {"student": 10.0, "critic": 10.0, "teacher": 100.0}
+    cfg = SelfForcingConfig(dmd_denoising_steps=(1000, 750, 500, 250), generator_update_interval=5)
+    # rollout: mean exit 1.5 + exit forward 1 + context 1 = 3.5 whole forwards.
+    critic_step = 3.5 * 10 + 3 * 10
+    generator_step = (3.5 + 3) * 10 + 10 + 2 * 100
+    assert METHOD.step_flops(cfg, forward, 2) == pytest.approx(2 * (critic_step + generator_step / 5))
+
+
+# ----------------------------------------------------------------------- the two-phase rollout, tiny
+
+LATENTS = (2, 16, 7, 4, 4)    # B, C, F, H, W: blocks of 4 (the remainder first) and 3 latent frames
+KEY = jax.random.key(3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = PRESETS["tiny-causal"]
+    model = CausalWanTransformer(config, rngs=nnx.Rngs(params=jax.random.key(0)))
+    student = RoleModel("student", config, nnx.graphdef(model), True)
+    cfg = SelfForcingConfig(dmd_denoising_steps=(1000, 750, 500, 250), warp_denoising_step=True, flow_shift=5.0,
+                            student_sample_type=SDE, context_noise=0.0)
+    levels = SelfForcingLevels(cfg.flow_shift)
+    rollout = make_rollout(cfg, student, rollout_steps(cfg), levels, jnp.float32)
+    rng = np.random.default_rng(0)
+    batch = {"latents": jnp.zeros(LATENTS), "text_embeds": jnp.asarray(rng.standard_normal((2, 8, 32)), jnp.float32)}
+    weights = jnp.asarray(rng.standard_normal(LATENTS), jnp.float32)   # loss = sum(weights * x0)
+    return model, student, cfg, levels, rollout, batch, weights, params_of(model)
+
+
+@pytest.fixture(scope="module")
+def two_phase(tiny):
+    _, _, _, _, rollout, batch, weights, params = tiny
+
+    def loss(p):
+        out = rollout(p, batch, KEY)
+        return jnp.sum(weights * out.x0), out.x0
+
+    (_, x0_grad_pass), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    no_grad = jax.jit(lambda p: rollout(p, batch, KEY, grad=False).x0)(params)
+    return x0_grad_pass, no_grad, grads
+
+
+def naive_rollout(model, cfg, levels, params, batch, key, exits):
+    """Spec §3 literally: chunk by chunk, step by step in Python (`exits`: the exit step of each chunk,
+    concrete); the exit forward is the only one that sees the differentiated weights; its input and the
+    cache are constants."""
+    steps = jnp.asarray(rollout_steps(cfg))
+    graphdef = nnx.graphdef(model)
+    frozen = jax.lax.stop_gradient(params)
+    batch_size, _, frames, height, width = batch["latents"].shape
+    text = batch["text_embeds"]
+    sizes = block_sizes(frames, cfg.chunk_size)
+    noise = initial_noise(key, batch["latents"].shape)
+    cache = empty_cache(model.config, batch_size, frames, (height, width), jnp.float32, rolling=False)
+    outputs = []
+    for c, (start, size) in enumerate(zip(chunk_starts(sizes), sizes)):
+        x = noise[:, :, start:start + size]
+        full = lambda t: jnp.full((batch_size, size), t, jnp.float32)
+        for k in range(exits[c] + 1):
+            weights = params if k == exits[c] else frozen
+            velocity, _ = nnx.merge(graphdef, weights).chunk(jax.lax.stop_gradient(x), full(steps[k]), text,
+                                                            jax.lax.stop_gradient(cache), start)
+            x0 = levels.x0_from_velocity_frames(x, velocity, full(steps[k]))
+            if k < exits[c]:
+                eps = jax.random.normal(step_noise_key(key, c, k), x.shape)
+                x = jax.lax.stop_gradient(levels.add_noise_frames(x0, eps, full(steps[k + 1])))
+        outputs.append(x0)
+        assert cfg.context_noise == 0   # (this reference writes the clean prediction at t = 0)
+        _, kv = nnx.merge(graphdef, frozen).chunk(jax.lax.stop_gradient(x0), full(0.0), text, cache, start)
+        cache = jax.lax.stop_gradient(write_chunk(cache, kv, start))
+    return jnp.concatenate(outputs, axis=2)
+
+
+def test_rollout_takes_the_remainder_first_and_draws_exits():
+    assert block_sizes(LATENTS[2], 3) == (4, 3)
+    exits = exit_indices(KEY, 2, 4, same_step=False, last_step_only=False)
+    assert np.asarray(exits).max() > 0   # the key gives pre-exit steps to roll through
+
+
+def test_phase_two_x0_equals_the_no_grad_rollout(two_phase):
+    x0_grad_pass, no_grad, _ = two_phase
+    scale = float(jnp.max(jnp.abs(no_grad)))
+    np.testing.assert_allclose(np.asarray(x0_grad_pass), np.asarray(no_grad), rtol=0, atol=2e-6 * scale)
+
+
+def test_phase_two_gradient_equals_autodiff_through_the_unrolled_rollout(tiny, two_phase):
+    model, _, cfg, levels, _, batch, weights, params = tiny
+    x0_grad_pass, _, grads = two_phase
+
+    exits = [int(e) for e in exit_indices(KEY, 2, 4, same_step=cfg.same_step_across_blocks,
+                                          last_step_only=cfg.last_step_only)]
+
+    def loss(p):
+        x0 = naive_rollout(model, cfg, levels, p, batch, KEY, exits)
+        return jnp.sum(weights * x0), x0
+
+    (_, x0_naive), reference = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    np.testing.assert_allclose(np.asarray(x0_grad_pass), np.asarray(x0_naive), rtol=0,
+                               atol=2e-6 * float(jnp.max(jnp.abs(x0_naive))))
+    flat_ref, flat = jax.tree.leaves(reference), jax.tree.leaves(grads)
+    assert len(flat) == len(flat_ref) and sum(float(jnp.sum(jnp.abs(g))) for g in flat_ref) > 0
+    for got, want in zip(flat, flat_ref):
+        scale = max(float(jnp.max(jnp.abs(want))), 1e-12)
+        assert float(jnp.max(jnp.abs(got - want))) <= 1e-5 * scale, (float(jnp.max(jnp.abs(got - want))), scale)
