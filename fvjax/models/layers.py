@@ -8,6 +8,8 @@ shardings in one place (fvjax/sharding) from rules.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -68,8 +70,21 @@ class AffineLayerNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Returns fp32; the caller casts to the compute dtype."""
-        y = layer_norm_fp32(x, self.eps)
-        return y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return _affine_layer_norm(x, self.scale[...], self.bias[...], self.eps)
+
+
+# The norms below are checkpointed: their backward keeps the input and recomputes the fp32 intermediates
+# (cheap elementwise work), which autodiff would otherwise keep per layer (2-3 fp32 copies of [B, L, D]).
+@functools.partial(jax.checkpoint, static_argnums=(3,))
+def _affine_layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    return layer_norm_fp32(x, eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+
+
+@functools.partial(jax.checkpoint, static_argnums=(2,))
+def _rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+    return normed.astype(x.dtype) * scale.astype(x.dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -83,6 +98,4 @@ class RMSNorm(nnx.Module):
         self.scale = param(rngs.params(), nnx.initializers.ones_init(), (features,), param_dtype, axes)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-        return normed.astype(x.dtype) * self.scale[...].astype(x.dtype)
+        return _rms_norm(x, self.scale[...], self.eps)
