@@ -2,6 +2,8 @@
 
     python -m fvjax.convert diffusers-to-fvjax --src PATH --dst DIR [--dtype float32|bfloat16]
     python -m fvjax.convert fvjax-to-diffusers --src DIR --dst DIR [--dtype ...] [--max-shard-size 10GB]
+    python -m fvjax.convert lora-from-checkpoint --checkpoint OUT/checkpoints/STEP --role student [--ema] --dst DIR
+    python -m fvjax.convert merge-lora --src WEIGHTS --lora FILE --dst DIR [--to fvjax|diffusers] [--lora-scale S]
 
 --src for diffusers-to-fvjax: a Diffusers pipeline dir, a transformer dir, or a hub id in the local HF
 cache. Both directions work tensor by tensor (peak memory near one copy of the output), show a progress
@@ -34,6 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="shard the safetensors above this size, with an index.json (default 10GB, as Diffusers)")
     for p in (d2f, f2d):
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c2l = sub.add_parser("lora-from-checkpoint", help="a LoRA role of a training checkpoint -> Diffusers LoRA "
+                         "pytorch_lora_weights.safetensors")
+    c2l.add_argument("--checkpoint", required=True, help="a checkpoint step dir (OUT/checkpoints/STEP), or an "
+                     "output_dir / checkpoints dir (its newest)")
+    c2l.add_argument("--role", default="student", help="the LoRA role (default student)")
+    c2l.add_argument("--ema", action="store_true", help="export the role's EMA factors")
+    c2l.add_argument("--dst", required=True, help="a directory (the file is named pytorch_lora_weights.safetensors) "
+                     "or a .safetensors path")
+    merge = sub.add_parser("merge-lora", help="full weights + a Diffusers LoRA file -> merged full weights")
+    merge.add_argument("--src", required=True, help="Diffusers pipeline/transformer dir, cached hub id or fvjax dir")
+    merge.add_argument("--lora", required=True, help="Diffusers/PEFT LoRA .safetensors (or a dir holding "
+                       "pytorch_lora_weights.safetensors)")
+    merge.add_argument("--dst", required=True, help="new output directory (must not exist)")
+    merge.add_argument("--to", choices=("fvjax", "diffusers"), default="fvjax", help="format written (default fvjax)")
+    merge.add_argument("--lora-scale", type=float, default=1.0, help="multiplies the LoRA delta (default 1)")
+    merge.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="parameter dtype (default: the stored)")
     return parser
 
 
@@ -44,7 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     from fvjax.weights.conversion import diffusers_to_fvjax, fvjax_to_diffusers
     from fvjax.weights.dtypes import as_dtype
 
+    if args.command == "lora-from-checkpoint":
+        from fvjax.lora.convert import checkpoint_lora
+
+        print(f"wrote Diffusers LoRA {checkpoint_lora(args.checkpoint, args.role, args.dst, ema=args.ema)}")
+        return 0
     dtype = as_dtype(args.dtype, where="--dtype")
+    if args.command == "merge-lora":
+        from fvjax.lora.convert import merge_lora_into_weights
+
+        out = merge_lora_into_weights(args.src, args.lora, args.dst, args.to, strength=args.lora_scale, dtype=dtype)
+        print(f"wrote {args.to} weights with the LoRA merged to {out}")
+        return 0
     if args.command == "diffusers-to-fvjax":
         out = diffusers_to_fvjax(args.src, args.dst, dtype, progress=not args.no_progress)
         print(f"wrote fvjax weights to {out}")

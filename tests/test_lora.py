@@ -188,3 +188,27 @@ def test_file_errors_are_one_line(tmp_path, lm, base):
                       freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=64)
     with pytest.raises(UserError, match="the model's is"):
         merge_lora_file(jax.device_get(base[1]), read_peft_lora(path), WAN, other)
+
+
+def test_convert_merges_a_lora_into_diffusers_weights(base, lm, tmp_path):
+    """`python -m fvjax.convert merge-lora --to diffusers`: Diffusers' own model of the merged weights gives
+    the forward of Diffusers' model with the LoRA loaded."""
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    from fvjax.convert import main
+    from weights_util import save_torch_model
+
+    reference, _ = base
+    src = save_torch_model(reference, tmp_path / "base")
+    lora = write_peft_lora(tmp_path / "lora", list(lm.targets), random_factors(lm), SPEC.rank, SPEC.alpha)
+    assert main(["merge-lora", "--src", str(src), "--lora", str(lora), "--dst", str(tmp_path / "merged"),
+                 "--to", "diffusers", "--lora-scale", "0.5"]) == 0
+    merged = WanTransformer3DModel.from_pretrained(tmp_path / "merged").float().eval()
+    model = torch_model(CONFIG)
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=None, transformer=model)
+    pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="fvjax")
+    pipe.set_adapters(["fvjax"], adapter_weights=[0.5])
+    x, t, text = inputs()
+    err, rel = max_rel_err(torch_forward(merged, x, t, text), torch_forward(model, x, t, text))
+    print(f"merge-lora (scale 0.5) vs Diffusers with the LoRA at weight 0.5: {err:.3e}, relative {rel:.3e}")
+    assert rel <= TOL

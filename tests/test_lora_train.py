@@ -179,3 +179,19 @@ def test_lora_on_a_frozen_role_is_refused(tmp_path, data):
     raw["models"]["teacher"]["lora"] = {"enable": True, "rank": 4}
     with pytest.raises(UserError, match="models.teacher.lora: LoRA is enabled on a frozen role"):
         load_recipe(write_recipe(tmp_path / "r.yaml", raw))
+
+
+def test_conversion_cli_exports_the_checkpoint_lora(tmp_path, finetune_run):
+    from fvjax.convert import main
+
+    assert main(["lora-from-checkpoint", "--checkpoint", str(finetune_run / "checkpoints" / str(STEPS)),
+                 "--dst", str(tmp_path)]) == 0
+    ours, trained = read_peft_lora(tmp_path), read_peft_lora(finetune_run / "student_lora")
+    assert ours.modules.keys() == trained.modules.keys()
+    for name, module in trained.modules.items():
+        np.testing.assert_array_equal(ours.modules[name].a, module.a)
+        np.testing.assert_array_equal(ours.modules[name].b, module.b)
+        assert ours.modules[name].scale == module.scale
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lora-from-checkpoint", "--checkpoint", str(finetune_run), "--role", "critic", "--dst", str(tmp_path)])
+    assert exit_info.value.code == 2
