@@ -53,6 +53,33 @@ class Family(abc.ABC):
     # FastVideo model classes (`models.<role>._target_` in its current schema) this family trains,
     # package re-exports included.
     fastvideo_targets: tuple[str, ...] = ()
+    # A variant (e.g. the causal Wan of "wan") has its base family's parameters: its roles may sit in the
+    # base family's recipes and either may start from the other's weights.
+    variant_of: str = ""
+
+    @property
+    def kin(self) -> str:
+        """The base family's name (this family's own when it is no variant)."""
+        return self.variant_of or self.name
+
+    @property
+    def accepted_classes(self) -> dict[str, str]:
+        """{Diffusers transformer class: label} whose weights this family loads (default: its own)."""
+        return {self.diffusers_class_name: self.label}
+
+    def with_arch(self, config: Any, arch: Mapping[str, Any], where: object, key: str) -> Any:
+        """`config` with the architecture options a recipe sets on a role (`models.<role>.arch`; FastVideo:
+        the causal Wan's num_frames_per_block, pipeline.dit_config.local_attn_size / sink_size)."""
+        if not arch:
+            return config
+        fields = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
+        for name in arch:
+            if name not in fields:
+                fail(where, f"{key}.{name}", f"is not an architecture option of the {self.name} family's config")
+        config = dataclasses.replace(config, **dict(arch))
+        if hasattr(config, "check"):
+            config.check(f"{where}: {key}" if where else key)
+        return config
 
     # ------------------------------------------------------------------ configuration (abstract)
 

@@ -9,7 +9,7 @@ from fvjax.errors import fail
 from fvjax.families.api import Family
 from fvjax.plugins import Registry
 
-BUILTIN = {"wan": "fvjax.families.wan.family:WAN"}
+BUILTIN = {"wan": "fvjax.families.wan.family:WAN", "wan_causal": "fvjax.families.wan.causal.family:WAN_CAUSAL"}
 
 
 _FAMILIES: Registry[Family] = Registry("family", "fvjax.families", BUILTIN, Family, lambda f: f.name)

@@ -17,7 +17,6 @@ from typing import Callable, Sequence
 
 from fvjax.errors import UserError, fail
 from fvjax.families.registry import get_family
-from fvjax.lora.spec import read_lora
 from fvjax.methods.api import TEXT_ONLY, CheckContext, MethodSpec
 from fvjax.methods.registry import get_method
 from fvjax.schema import fields as F
@@ -33,7 +32,7 @@ from fvjax.sharding.mesh import AUTO, fill_distributed, plan_mesh
 
 TOP_LEVEL = ("recipe", "distill", "models", "roles", "training", "pipeline_config", "pipeline_config_path",
              "method_config")
-ROLE_KEYS = ("family", "path", "trainable", "disable_custom_init_weights", "transformer_override_safetensor", "lora")
+ROLE_KEYS = ("family", "path", "trainable", "disable_custom_init_weights", "transformer_override_safetensor", "arch")
 DISTRIBUTED = ("num_gpus", "sp_size", "tp_size", "hsdp_replicate_dim", "hsdp_shard_dim")
 
 # Value ranges beyond types (FastVideo leaves these unchecked and fails later, or silently misbehaves).
@@ -89,10 +88,10 @@ def _read_roles(raw: dict, roles_key: str, family: str, method: MethodSpec, wher
             fail(where, f"{key}.path", "missing; give a Hugging Face hub id, a Diffusers directory or an "
                  "fvjax weights directory")
         role_family = F.read_nonempty_str(spec.get("family", family), where, f"{key}.family")
-        get_family(role_family, where, f"{key}.family")
-        if role_family != family:
+        if get_family(role_family, where, f"{key}.family").kin != get_family(family).kin:
             fail(where, f"{key}.family", f"is {role_family!r} but the recipe's family is {family!r}; the "
-                 f"{family} family builds only {family} roles")
+                 f"{family} family builds only {family} roles (and its variants')")
+        arch = F.mapping(spec.get("arch") or {}, where, f"{key}.arch")
         roles[name] = RoleSpec(
             name=name, family=role_family,
             path=F.read_nonempty_str(spec["path"], where, f"{key}.path"),
@@ -101,10 +100,7 @@ def _read_roles(raw: dict, roles_key: str, family: str, method: MethodSpec, wher
                                                     f"{key}.disable_custom_init_weights"),
             transformer_override_safetensor=F.optional(F.read_str)(
                 spec.get("transformer_override_safetensor"), where, f"{key}.transformer_override_safetensor") or "",
-            lora=read_lora(spec.get("lora"), where, f"{key}.lora"))
-        if roles[name].lora is not None and not roles[name].trainable:
-            fail(where, f"{key}.lora", "LoRA is enabled on a frozen role (trainable: false); only a trainable role's "
-                 "factors are trained: remove the lora block or set enable: false")
+            arch=tuple(sorted((str(k), v) for k, v in arch.items())))
         if roles[name].transformer_override_safetensor and roles[name].disable_custom_init_weights:
             fail(where, f"{key}.transformer_override_safetensor", "is set but disable_custom_init_weights is true, "
                  "which skips it (FastVideo ignores it silently); remove one of them")

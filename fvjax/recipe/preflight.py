@@ -22,8 +22,15 @@ class Problem:
 
 def resolve_sources(recipe: Recipe) -> dict[str, ModelSource]:
     where = recipe.source
-    return {name: get_family(role.family).resolve_model(role.path, where, recipe.role_key(name, "path"))
-            for name, role in recipe.roles.items()}
+    out = {}
+    for name, role in recipe.roles.items():
+        family = get_family(role.family)
+        source = family.resolve_model(role.path, where, recipe.role_key(name, "path"))
+        if role.arch and source.config is not None:   # the architecture the run builds
+            source = dataclasses.replace(source, config=family.with_arch(source.config, dict(role.arch), where,
+                                                                         recipe.role_key(name, "arch")))
+        out[name] = source
+    return out
 
 
 def _exists(path: str) -> bool:

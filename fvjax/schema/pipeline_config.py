@@ -30,9 +30,11 @@ def _opaque(value: Any, where: object, key: str) -> None:
 # (local_attn_size, sink_size) and quantisation change what is trained: accepted at their defaults only.
 _DIT_CONFIG_DEFAULTS = {"prefix": None, "quant_config": None, "local_attn_size": -1, "sink_size": 0}
 _DIT_CONFIG_WHY = {"quant_config": "quantisation-aware training (QAT) is not implemented in fvjax",
-                   "local_attn_size": "local (causal) attention belongs to the causal Wan student (not implemented "
-                                      "yet)",
-                   "sink_size": "attention sinks belong to the causal Wan student (not implemented yet)"}
+                   "local_attn_size": "local (causal) attention belongs to the causal Wan student (WanCausalModel / "
+                                      "family wan_causal; give it models.<role>.arch.local_attn_size), and this "
+                                      "recipe has none",
+                   "sink_size": "attention sinks belong to the causal Wan student (WanCausalModel / family "
+                                "wan_causal; give it models.<role>.arch.sink_size), and this recipe has none"}
 
 
 def _dit_config(value: Any, where: object, key: str) -> None:

@@ -46,7 +46,7 @@ def load_params(path: str | Path, dtype: Any = None, shardings: dict | None = No
     weights must be of (None: whichever they are).
     """
     dt = as_dtype(dtype, where="dtype")
-    classes = {family.diffusers_class_name: family.label} if family is not None else transformer_classes()
+    classes = family.accepted_classes if family is not None else transformer_classes()
     loc = resolve(path, where=where, transformers=classes)
     if loc.kind == "fvjax":
         return restore_fvjax_dir(loc.directory, dt, shardings)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fvjax.errors import UserError, fail
 from fvjax.families.api import Family, ModelSource
+from fvjax.families.registry import all_families
 from fvjax.io.json_file import read_json
 from fvjax.weights.fvjax_dir import read_fvjax_config
 from fvjax.weights.paths import CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, resolve
@@ -15,17 +16,19 @@ def resolve_model(family: Family, path: str, where: object, key: str) -> ModelSo
     if path in family.presets and "/" not in path and not Path(path).exists():
         return ModelSource(path, "preset", family.presets[path], True, "built-in preset, random initialisation")
     try:
-        location = resolve(path, where=f"{where}: {key}" if where else key,
-                           transformers={family.diffusers_class_name: family.label})
+        location = resolve(path, where=f"{where}: {key}" if where else key, transformers=family.accepted_classes)
     except UserError as err:
         preset = family.presets.get(path)
         note = " (architecture from the built-in preset)" if preset else ""
         return ModelSource(path, "unavailable", preset, False, err.message + note)
     if location.kind == "fvjax":
-        config, _, manifest = read_fvjax_config(location.directory)
+        config, raw, manifest = read_fvjax_config(location.directory)
         if manifest.get("family") != family.name:
-            fail(where, key, f"{path} holds {manifest.get('family')} weights; this role is of the {family.name} "
-                 "family")
+            written = all_families().get(manifest.get("family"))
+            if written is None or written.kin != family.kin:
+                fail(where, key, f"{path} holds {manifest.get('family')} weights; this role is of the {family.name} "
+                     "family")
+            config = family.config_from_diffusers(raw, location.directory / CONFIG_NAME)   # a variant's
         return ModelSource(path, "fvjax", config, True, f"fvjax weights at {location.directory}")
     config = family.config_from_diffusers(read_json(location.directory / CONFIG_NAME),
                                           location.directory / CONFIG_NAME)

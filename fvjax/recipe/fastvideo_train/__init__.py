@@ -61,6 +61,23 @@ def _method_block(raw, where: object) -> dict:
     return block
 
 
+def _causal_window(pipeline: dict, roles: dict, models: dict, written: dict, where: object) -> None:
+    """pipeline.dit_config.local_attn_size / sink_size configure FastVideo's causal Wan (WanCausalModel):
+    moved onto the causal roles' `arch` (without a causal role, pipeline_config refuses them)."""
+    dit = pipeline.get("dit_config")
+    causal = [name for name, role in roles.items() if role.family == "wan_causal"]
+    if not isinstance(dit, dict) or not causal:
+        return
+    dit = dict(dit)
+    for field in ("local_attn_size", "sink_size"):
+        if field in dit:
+            value = F.read_int(dit.pop(field), where, f"pipeline.dit_config.{field}")
+            for name in causal:
+                models[name] = {**models[name], "arch": {**models[name].get("arch", {}), field: value}}
+                written[f"models.{name}.arch.{field}"] = f"pipeline.dit_config.{field}"
+    pipeline["dit_config"] = dit
+
+
 def translate(raw: dict, where: object) -> Translation:
     for name in raw:
         if name in OLDER_KEYS:
@@ -90,9 +107,9 @@ def translate(raw: dict, where: object) -> Translation:
         written[f"models.{name}.path"] = f"models.{name}.init_from"
         written[f"models.{name}.family"] = f"models.{name}._target_"
         ignored += role.ignored
-        if role.family != family:
+        if get_family(role.family).kin != get_family(family).kin:
             fail(where, f"models.{name}._target_", f"is a {role.family} model but models.{sampled} is {family}; "
-                 "all roles must be of one family")
+                 "all roles must be of one family (or its variants: the causal Wan next to the Wan)")
     written["recipe.family"] = f"models.{sampled}._target_" if sampled in roles else "models"
 
     # method: the method's own translation makes its current-schema defaults explicit.
@@ -170,5 +187,6 @@ def translate(raw: dict, where: object) -> Translation:
             section.pop("dit_precision")
         if callbacks.sampler_kind == "sde" and method.validation_samplers is None:
             section.setdefault("sampler_kind", "sde")
+        _causal_window(section, roles, canonical["models"], written, where)
         canonical["pipeline_config"] = section
     return Translation(canonical, written, defaults, ignored)
