@@ -26,7 +26,10 @@ from fvjax.methods.self_forcing.update import make_update, rollout_steps
 from fvjax.models.params import params_of
 from fvjax.training.optim import OptimizerConfig, build_optimizer
 from fvjax.training.roles import RoleModel, RoleState
+from test_dmd2_train import EIGHT_DEVICE_POOL_THREADS
 from test_dmd2_units import ClosedFormRole
+from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step,
+                            train_command, train_in_process, write_recipe)
 
 # ----------------------------------------------------- a distillation whose teacher is a known function
 
@@ -102,3 +105,108 @@ def test_causal_student_learns_the_few_step_version_of_a_known_teacher():
     # samples have mean ~0.03 / std ~1.41, the trained student's ~0.47 / ~0.90 (the teacher's 0.5 / 0.5).
     for b, a in zip(before, after):
         assert a < 0.5 * b, (before, after)
+
+
+# ------------------------------------------------------------------ the trainer, tiny causal Wan
+
+STEPS = 4
+HALF = 2
+INTERVAL = 2
+
+
+def sf_recipe(data_path, output_dir, example: str = "tiny_self_forcing.yaml", **training) -> dict:
+    """An example recipe with test-sized settings: a checkpoint after every step, no validation videos."""
+    recipe = yaml.safe_load((REPO / "configs/examples" / example).read_text())
+    if "recipe" in recipe:   # Phase 3
+        recipe["training"].update(data_path=str(data_path), output_dir=str(output_dir), max_train_steps=STEPS,
+                                  training_state_checkpointing_steps=1, checkpoints_total_limit=0,
+                                  train_batch_size=4)
+        recipe["training"].update(training)
+        recipe["method_config"]["generator_update_interval"] = INTERVAL
+    else:                    # FastVideo's current schema
+        recipe["training"]["data"].update(data_path=str(data_path), train_batch_size=4)
+        recipe["training"]["loop"]["max_train_steps"] = STEPS
+        recipe["training"]["checkpoint"].update(output_dir=str(output_dir), training_state_checkpointing_steps=1,
+                                                checkpoints_total_limit=0)
+        recipe["method"]["generator_update_interval"] = INTERVAL
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("data") / "tiny", num_samples=8)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, data):
+    root = tmp_path_factory.mktemp("straight")
+    assert train_in_process(write_recipe(root / "recipe.yaml", sf_recipe(data, root / "out"))) == 0
+    return root / "out"
+
+
+def _role_arrays(arrays: dict, role: str, field: str = "") -> dict:
+    prefix = f"['{role}']" + (f"['{field}']" if field else "")
+    return {k: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _same(a: dict, b: dict) -> bool:
+    assert a.keys() == b.keys() and a
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_trainer_steps_the_causal_student_on_update_steps_and_the_critic_every_step(straight_run):
+    rows = metrics_by_step(straight_run)
+    previous = checkpoint_arrays(straight_run, 1)
+    assert not any("teacher" in k for k in previous)
+    for step in range(2, STEPS + 1):
+        current = checkpoint_arrays(straight_run, step)
+        update = step % INTERVAL == 0
+        assert rows[step]["student/update"] == float(update)
+        assert _same(_role_arrays(current, "student"), _role_arrays(previous, "student")) == (not update), step
+        assert not _same(_role_arrays(current, "critic", "params"), _role_arrays(previous, "critic", "params")), step
+        assert np.isfinite(rows[step]["critic/flow_loss"]) and (rows[step]["student/dmd_loss"] > 0) == update
+        previous = current
+
+
+def test_fastvideo_schema_twin_trains_the_same_run(tmp_path, data, straight_run):
+    """tiny_self_forcing_fastvideo_train.yaml (SelfForcingMethod, WanCausalModel) is the Phase 3 recipe."""
+    out = tmp_path / "fastvideo"
+    recipe = sf_recipe(data, out, "tiny_self_forcing_fastvideo_train.yaml")
+    assert train_in_process(write_recipe(tmp_path / "recipe.yaml", recipe)) == 0
+    expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(out, STEPS)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_resume_after_sigkill_is_bit_exact(tmp_path, data, straight_run):
+    killed = tmp_path / "killed"
+    long = write_recipe(tmp_path / "long.yaml", sf_recipe(data, killed, max_train_steps=100 * STEPS))
+    assert kill_after_checkpoint(long, killed, HALF) == -9
+    resumed = tmp_path / "resumed"
+    recipe = write_recipe(tmp_path / "recipe.yaml", sf_recipe(data, resumed))
+    assert train_in_process(recipe, "--resume-from-checkpoint", str(killed / "checkpoints" / str(HALF))) == 0
+    expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
+    assert expected.keys() == got.keys() and _role_arrays(got, "student", "opt_state")
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_eight_devices_match_one_device(tmp_path, data, straight_run):
+    # 8 devices: 2 replicas x 2 fsdp x 2 sp; 4 data-parallel groups of 1 sample = the straight run's batch of 4.
+    eight = tmp_path / "eight"
+    recipe = sf_recipe(data, eight, max_train_steps=HALF, training_state_checkpointing_steps=HALF, num_gpus=8,
+                       sp_size=2, hsdp_replicate_dim=2, hsdp_shard_dim=4, train_batch_size=1)
+    env = {**os.environ, "PJRT_NPROC": str(EIGHT_DEVICE_POOL_THREADS)}
+    res = subprocess.run(train_command(write_recipe(tmp_path / "eight.yaml", recipe)), cwd=REPO, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
+    assert res.returncode == 0, f"trainer exited {res.returncode}: {res.stderr[-3000:]}"
+    m1, m8 = metrics_by_step(straight_run), metrics_by_step(eight)
+    for step in range(1, HALF + 1):
+        for key in ("student/dmd_loss", "critic/flow_loss", "critic/grad_norm"):
+            np.testing.assert_allclose(m8[step][key], m1[step][key], rtol=1e-4, err_msg=f"{key} at step {step}")
+    p1, p8 = checkpoint_arrays(straight_run, HALF), checkpoint_arrays(eight, HALF)
+    assert p1.keys() == p8.keys()
+    for name in p1:
+        scale = max(float(np.max(np.abs(p1[name]))), 1e-6)
+        np.testing.assert_allclose(p8[name], p1[name], rtol=1e-4, atol=1e-5 * scale, err_msg=name)

@@ -5,6 +5,9 @@ them in method_config too).
 
 Differences from DMD2 (FastVideo main, spec fastvideo_v3_recipes.md §2.3):
 - rollout_mode must be simulate (the default here);
+- defaults are FastVideo main's: generator_update_interval 1, standard CFG x_u + w (x_c - x_u) with w = 1,
+  score timesteps clamped to [0, 1000] only (min/max_timestep_ratio 0 and 1; FastVideo's current schema
+  validates but never applies them, fvjax applies what method_config gives);
 - one shift, the pipeline's flow_shift, for the student's grid, the warp and the score timesteps (there
   is no separate student_flow_shift).
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from fvjax.errors import fail
-from fvjax.methods.dmd2.config import DMD2_PARAMS, SIMULATE, DMD2Config
+from fvjax.methods.dmd2.config import CFG_FASTVIDEO, CFG_STANDARD, DMD2_PARAMS, SIMULATE, DMD2Config, _check_guidance
 from fvjax.schema import fields as F
 from fvjax.schema.params import METHOD, Param, Source
 
@@ -22,6 +25,12 @@ SDE, ODE = "sde", "ode"
 
 @dataclasses.dataclass(frozen=True)
 class SelfForcingConfig(DMD2Config):
+    # FastVideo main's SelfForcingMethod defaults (DMD2Config's are its design branch's).
+    generator_update_interval: int = 1
+    real_score_guidance_scale: float = 1.0
+    real_score_guidance_form: str = CFG_STANDARD      # x_u + w (x_c - x_u)
+    min_timestep_ratio: float = 0.0                   # score timesteps: clamped to [0, 1000] only
+    max_timestep_ratio: float = 1.0
     chunk_size: int = 3                        # latent frames per causal block (the first takes the remainder)
     student_sample_type: str = SDE             # between rollout steps: sde re-noises with fresh noise, ode
                                                # carries the noise implied by the prediction
@@ -53,9 +62,27 @@ def _check_context_noise(value: float, where: object, key: str) -> None:
         fail(where, key, f"is {value}; the context's timestep must be in [0, 1000] (0: clean)")
 
 
-_DMD2_CHANGED = ("rollout_mode", "student_flow_shift")
+_DMD2_CHANGED = ("rollout_mode", "student_flow_shift", "generator_update_interval", "real_score_guidance_scale",
+                 "real_score_guidance_form", "min_timestep_ratio", "max_timestep_ratio")
 
+
+def _ratio(name: str, default: float) -> Param:
+    def check(value: float, where: object, key: str) -> None:
+        if not 0.0 <= value <= 1.0:
+            fail(where, key, f"is {value}; must be in [0, 1]")
+    return Param(name, (Source(METHOD, name, F.null_means(default, F.read_float)),), default, check)
+
+
+# DMD2's knobs that keep DMD2's places (method_config, or training: / pipeline_config: in older forms), then
+# those whose default is FastVideo main's SelfForcingMethod's (method_config only), then the rollout's.
 SELF_FORCING_PARAMS: tuple[Param, ...] = tuple(p for p in DMD2_PARAMS if p.name not in _DMD2_CHANGED) + (
+    Param("generator_update_interval", (Source(METHOD, "generator_update_interval", F.read_int),), 1),
+    Param("real_score_guidance_scale", (Source(METHOD, "real_score_guidance_scale", F.read_float),), 1.0,
+          _check_guidance),
+    Param("real_score_guidance_form", (Source(METHOD, "real_score_guidance_form",
+                                              F.choice((CFG_FASTVIDEO, CFG_STANDARD))),), CFG_STANDARD),
+    _ratio("min_timestep_ratio", 0.0),
+    _ratio("max_timestep_ratio", 1.0),
     Param("rollout_mode", (
         Source(METHOD, "rollout_mode", F.choice((SIMULATE, "data_latent"), aliases={"sim": SIMULATE, "data":
                                                 "data_latent", "vae_latent": "data_latent"})),), SIMULATE,
