@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from fvjax.errors import UserError, fail
 from fvjax.families.registry import get_family
+from fvjax.lora.spec import read_lora
 from fvjax.methods.api import TEXT_ONLY, CheckContext, MethodSpec
 from fvjax.methods.registry import get_method
 from fvjax.schema import fields as F
@@ -32,7 +33,8 @@ from fvjax.sharding.mesh import AUTO, fill_distributed, plan_mesh
 
 TOP_LEVEL = ("recipe", "distill", "models", "roles", "training", "pipeline_config", "pipeline_config_path",
              "method_config")
-ROLE_KEYS = ("family", "path", "trainable", "disable_custom_init_weights", "transformer_override_safetensor", "arch")
+ROLE_KEYS = ("family", "path", "trainable", "disable_custom_init_weights", "transformer_override_safetensor", "lora",
+             "arch")
 DISTRIBUTED = ("num_gpus", "sp_size", "tp_size", "hsdp_replicate_dim", "hsdp_shard_dim")
 
 # Value ranges beyond types (FastVideo leaves these unchecked and fails later, or silently misbehaves).
@@ -100,7 +102,11 @@ def _read_roles(raw: dict, roles_key: str, family: str, method: MethodSpec, wher
                                                     f"{key}.disable_custom_init_weights"),
             transformer_override_safetensor=F.optional(F.read_str)(
                 spec.get("transformer_override_safetensor"), where, f"{key}.transformer_override_safetensor") or "",
+            lora=read_lora(spec.get("lora"), where, f"{key}.lora"),
             arch=tuple(sorted((str(k), v) for k, v in arch.items())))
+        if roles[name].lora is not None and not roles[name].trainable:
+            fail(where, f"{key}.lora", "LoRA is enabled on a frozen role (trainable: false); only a trainable role's "
+                 "factors are trained: remove the lora block or set enable: false")
         if roles[name].transformer_override_safetensor and roles[name].disable_custom_init_weights:
             fail(where, f"{key}.transformer_override_safetensor", "is set but disable_custom_init_weights is true, "
                  "which skips it (FastVideo ignores it silently); remove one of them")

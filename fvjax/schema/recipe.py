@@ -6,6 +6,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from fvjax.lora.spec import LoraSpec
 from fvjax.schema.pipeline_config import PipelineConfig
 from fvjax.schema.training_args import TrainingArgs
 from fvjax.sharding.mesh import MeshPlan
@@ -22,6 +23,8 @@ class RoleSpec:
     # This role's own initial-weights file (FastVideo's current models.<role>.transformer_override_safetensor);
     # it wins over training.init_weights_from_safetensors.
     transformer_override_safetensor: str = ""
+    # models.<role>.lora (fvjax/lora/spec.py): only low-rank factors of this role are trained; None: all weights
+    lora: LoraSpec | None = None
     # models.<role>.arch: fields of the family's model config the recipe sets over the weights' config.json
     # (the causal Wan's num_frames_per_block / local_attn_size / sink_size), sorted (name, value) pairs
     arch: tuple[tuple[str, Any], ...] = ()

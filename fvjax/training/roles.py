@@ -10,6 +10,7 @@ too. Nothing is ever materialised whole on one device unless its sharding says s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from typing import Any
 
@@ -23,6 +24,8 @@ from jax.sharding import Mesh, NamedSharding
 from fvjax.errors import fail
 from fvjax.families.api import Family
 from fvjax.families.registry import get_family
+from fvjax.lora.build import LoraModel, lora_model
+from fvjax.lora.factors import with_factors
 from fvjax.methods.api import ExtrasContext
 from fvjax.methods.registry import get_method
 from fvjax.models.params import params_of
@@ -59,8 +62,32 @@ class RoleModel:
     tx: optax.GradientTransformation | None = None
     family: Family | None = None
 
+    # A LoRA role (fvjax/lora): its params are the factor tree, its frozen base is frozen[base_key]. Inside
+    # a traced update the role is `bind`-ed to that base (a jit argument, never a captured constant).
+    lora: LoraModel | None = None
+    base_key: str | None = None
+    base: Any = None
+
     def apply(self, params, hidden_states, timestep, encoder_hidden_states) -> jax.Array:
+        if self.lora is not None:
+            if self.base is None:
+                raise AssertionError(f"LoRA role {self.name} applied before bind(frozen)")
+            params = with_factors(self.base, params)
         return nnx.merge(self.graphdef, params)(hidden_states, timestep, encoder_hidden_states)
+
+    def bind(self, frozen: dict) -> "RoleModel":
+        """This role reading its frozen base from `frozen` (the update's argument); others unchanged."""
+        return self if self.lora is None else dataclasses.replace(self, base=frozen[self.base_key])
+
+    @functools.cached_property
+    def whole(self) -> "RoleModel":
+        """The role as a plain model of full params (`full_params`): validation and export. Cached, so
+        jitted samplers keyed on `whole.apply` compile once."""
+        return self if self.lora is None else dataclasses.replace(self, lora=None, base_key=None, base=None)
+
+    def full_params(self, params, frozen: dict):
+        """The params `whole.apply` takes: a LoRA role's factors nested into its base (no copy)."""
+        return params if self.lora is None else with_factors(frozen[self.base_key], params)
 
 
 @dataclasses.dataclass
@@ -96,9 +123,29 @@ def optimizer_config(recipe: Recipe, role: str) -> OptimizerConfig:
 
 
 def _shardings(mesh: Mesh, rules: Rules, family: Family, config, abstract: dict, plan) -> dict:
-    specs = param_specs(family.param_logical_axes(config), abstract, rules, plan)
+    return _shardings_of(mesh, rules, family.param_logical_axes(config), abstract, plan)
+
+
+def _shardings_of(mesh: Mesh, rules: Rules, logical_axes: dict, abstract: dict, plan) -> dict:
+    specs = param_specs(logical_axes, abstract, rules, plan)
     return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
                         is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+
+def _initial_factors(recipe: Recipe, name: str, lora: LoraModel, param_dtype, shardings: dict) -> dict:
+    """Fresh factors (A random, B zero: the role starts as its base), or `lora.init_from`'s file."""
+    key = _preset_key(recipe.training.seed, f"lora:{name}")
+    fresh = jax.jit(lambda: lora.init(key, param_dtype), out_shardings=shardings)()
+    if not lora.spec.init_from:
+        return fresh
+    from fvjax.lora.loading import start_factors
+    from fvjax.lora.peft_file import read_peft_lora
+
+    where, key_name = recipe.source, recipe.role_key(name, "lora.init_from")
+    loaded = read_peft_lora(lora.spec.init_from, where=f"{where}: {key_name}")
+    start = start_factors(loaded, list(lora.targets), lora.spec.rank, lora.spec.scale, jax.device_get(fresh),
+                          where, key_name)
+    return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i, x=x: x[i]), start, shardings)
 
 
 def _preset_key(seed: int, path: str) -> jax.Array:
@@ -140,7 +187,9 @@ def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules, *, abstract: bool = 
     dtype = compute_dtype(t.mixed_precision)
     remat_policy = REMAT_POLICIES[t.enable_gradient_checkpointing_type]
     models, states, frozen, state_sh, frozen_sh = {}, {}, {}, {}, {}
-    for name, role in recipe.roles.items():
+    bases: dict[tuple, str] = {}   # where a role's weights come from -> the frozen entry that holds them
+    # frozen roles first: a LoRA role then reads the frozen role of its weights as its base
+    for name, role in sorted(recipe.roles.items(), key=lambda item: item[1].trainable):
         family = get_family(role.family)
         source = family.resolve_model(role.path, recipe.source, recipe.role_key(name, "path"))
         if not source.weights_present and not (abstract and source.config is not None):
@@ -151,16 +200,35 @@ def build_runtime(recipe: Recipe, mesh: Mesh, rules: Rules, *, abstract: bool = 
                                       remat_policy=remat_policy if role.trainable else "none")
         graphdef = nnx.graphdef(model)
         shardings = _shardings(mesh, rules, family, config, params_of(model), recipe.mesh)
-        if abstract:
+        # Roles that start from the same weights (DMD2's teacher and LoRA student / critic from one 1.3B)
+        # share one frozen copy of them when none of them trains its full weights.
+        origin = (role.path, recipe.init_weights_override(name), source.kind)
+        shared = bases.get(origin) if (not role.trainable or role.lora is not None) else None
+        if shared is not None:
+            params = frozen[shared]
+        elif abstract:
             params = abstract_like(family.abstract_params(config, param_dtype), shardings)
         else:
             params = _load_role_params(recipe, name, family, config, source.kind, param_dtype, shardings)
         if not role.trainable:
             models[name] = RoleModel(name, config, graphdef, trainable=False, family=family)
             frozen[name], frozen_sh[name] = params, shardings
+            bases.setdefault(origin, name)
             continue
         opt_cfg = optimizer_config(recipe, name)
         tx = build_optimizer(opt_cfg)
+        if role.lora is not None:
+            base_key = shared or bases.setdefault(origin, f"{name}.base")
+            frozen[base_key], frozen_sh[base_key] = params, shardings
+            lora = lora_model(family, config, role.lora, param_dtype, where=recipe.source,
+                              key=recipe.role_key(name, "lora"), dtype=dtype, remat_policy=remat_policy)
+            factor_sh = _shardings_of(mesh, rules, lora.factor_axes, lora.abstract_factors, recipe.mesh)
+            factors = abstract_like(lora.abstract_factors, factor_sh) if abstract else _initial_factors(
+                recipe, name, lora, param_dtype, factor_sh)
+            models[name] = RoleModel(name, config, lora.graphdef, True, opt_cfg, tx, family, lora=lora,
+                                     base_key=base_key)
+            states[name], state_sh[name] = _init_state(factors, factor_sh, tx, ema_enabled(opt_cfg), abstract)
+            continue
         models[name] = RoleModel(name, config, graphdef, True, opt_cfg, tx, family)
         states[name], state_sh[name] = _init_state(params, shardings, tx, ema_enabled(opt_cfg), abstract)
     return Runtime(mesh, rules, models, states, frozen, state_sh, frozen_sh)

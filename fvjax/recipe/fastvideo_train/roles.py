@@ -3,14 +3,16 @@
 Each role names its class (`_target_` -> the family) and weights (`init_from`). The per-role options
 either become fvjax settings (flow_shift of the student, the rematerialisation policy, the initial-weights
 override), mean nothing under JAX (the PyTorch attention kernels) and are listed as ignored, or would
-change what is trained and are refused until fvjax implements them (LoRA, sparse / quantised attention,
-causal blocks).
+change what is trained and are refused until fvjax implements them (sparse / quantised attention). `lora`
+is read as the fvjax recipe's `models.<role>.lora` (the same block); the causal Wan's
+`num_frames_per_block` becomes `models.<role>.arch`.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from fvjax.errors import fail
+from fvjax.lora.spec import read_lora
 from fvjax.recipe.fastvideo_train.targets import family_for_target
 from fvjax.schema import fields as F
 
@@ -50,18 +52,6 @@ def _attention_backend(value, where: object, key: str) -> str | None:
     return name
 
 
-def _lora(value, where: object, key: str) -> None:
-    if value is None:
-        return
-    spec = F.mapping(value, where, key)
-    for name in spec:
-        if name not in ("enable", "rank", "alpha", "target_modules"):
-            F.unknown_key(where, f"{key}.{name}", name, ("enable", "rank", "alpha", "target_modules"))
-    if F.read_bool(spec.get("enable", False), where, f"{key}.enable"):
-        fail(where, f"{key}.enable", "LoRA training is not implemented in fvjax yet; remove the lora block (or "
-             "set enable: false) to train all weights")
-
-
 def read_role(name: str, value, where: object) -> Role:
     key = f"models.{name}"
     spec = F.mapping(value, where, key)
@@ -87,7 +77,7 @@ def read_role(name: str, value, where: object) -> Role:
         if not 1 <= blocks <= 3:
             fail(where, f"{key}.num_frames_per_block", f"is {blocks}; FastVideo's causal Wan takes 1..3")
         arch["num_frames_per_block"] = blocks
-    _lora(spec.get("lora"), where, f"{key}.lora")
+    lora = read_lora(spec.get("lora"), where, f"{key}.lora")   # checked here, read again by the loader
     ignored = []
     backend = _attention_backend(spec.get("attention_backend"), where, f"{key}.attention_backend")
     if backend is not None:
@@ -98,6 +88,8 @@ def read_role(name: str, value, where: object) -> Role:
         fail(where, f"{key}.init_weights_from_safetensors", "is the legacy name of transformer_override_safetensor; "
              "keep one")
     raw = {"family": family.name, "path": spec["init_from"]}
+    if lora is not None:
+        raw["lora"] = spec["lora"]
     if arch:
         raw["arch"] = arch
     for field in ("trainable", "disable_custom_init_weights"):
