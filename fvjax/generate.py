@@ -4,11 +4,14 @@
         [--negative-prompt TEXT] [--base-pipeline PATH] [--num-frames 81 --height 480 --width 832]
         [--sampler unipc|euler|dmd] [--steps 50] [--guidance-scale 5.0] [--shift S]
         [--denoising-steps 1000,757,522 [--warp-denoising-step]] [--seed 0] [--fps 16] [--dtype ...]
+        [--lora FILE [--lora-scale 1.0]]
 
 PATH: a Diffusers Wan pipeline directory or a hub id in the local HF cache (transformer, VAE and text
 encoder all come from it), or a transformer alone — an fvjax weights directory such as a training run's
 `<output_dir>/student` or `student_ema`, a Diffusers transformer directory — together with
 --base-pipeline, the Diffusers pipeline that provides vae/, text_encoder/ and tokenizer/.
+--lora: a Diffusers/PEFT Wan LoRA (a training run's `<output_dir>/student_lora`, or one made elsewhere),
+merged into the transformer's weights at --lora-scale before sampling.
 prompt -> UMT5 -> jitted sampling loop (WanPipeline's, or DMD's few-step chain) -> VAE decode -> H.264 MP4.
 """
 from __future__ import annotations
@@ -60,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=16.0, help="frame rate of the MP4 (default 16)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="parameter and compute dtype of the transformer (default float32)")
+    parser.add_argument("--lora", metavar="FILE", default=None,
+                        help="Diffusers/PEFT LoRA .safetensors (or a dir holding pytorch_lora_weights.safetensors)")
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="multiplies the LoRA delta (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -162,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                        denoising_steps=denoising_steps(args, shift))
 
     transformer = load_transformer(args.model, jnp.dtype(args.dtype))
+    if args.lora:
+        from fvjax.lora.loading import transformer_with_lora
+        transformer = transformer_with_lora(transformer, args.lora, args.lora_scale)
     components = Components.load(str(base_root), family, where="--base-pipeline" if args.base_pipeline else "--model")
     if components.prompt_encoder.config.d_model != transformer.config.text_dim:
         fail("command line", "--base-pipeline", f"its text encoder makes {components.prompt_encoder.config.d_model}-"

@@ -212,3 +212,25 @@ def test_convert_merges_a_lora_into_diffusers_weights(base, lm, tmp_path):
     err, rel = max_rel_err(torch_forward(merged, x, t, text), torch_forward(model, x, t, text))
     print(f"merge-lora (scale 0.5) vs Diffusers with the LoRA at weight 0.5: {err:.3e}, relative {rel:.3e}")
     assert rel <= TOL
+
+
+def test_generate_with_a_lora(tmp_path):
+    """`python -m fvjax.generate --lora`: at scale 0 the video is the base model's, at scale 1 it changes."""
+    from fvjax.generate import main
+    from fvjax.io.video import read_video
+    from fvjax.weights.loading import load_transformer
+    from tiny_pipeline import write_tiny_wan_pipeline
+
+    pipeline = write_tiny_wan_pipeline(tmp_path / "pipeline")
+    config = load_transformer(pipeline).config
+    lora = lora_model(WAN, config, SPEC, jnp.float32, where="test", key="lora")
+    path = write_peft_lora(tmp_path / "lora", list(lora.targets), random_factors(lora), SPEC.rank, SPEC.alpha)
+    videos = {}
+    for name, extra in (("base", []), ("scale0", ["--lora", str(path), "--lora-scale", "0"]),
+                        ("lora", ["--lora", str(path)])):
+        out = tmp_path / f"{name}.mp4"
+        assert main(["--model", str(pipeline), "--prompt", "a red cat", "--num-frames", "5", "--height", "32",
+                     "--width", "48", "--steps", "2", "--seed", "1", "--out", str(out), "--no-progress", *extra]) == 0
+        videos[name] = read_video(out)[0].astype(np.int32)
+    np.testing.assert_array_equal(videos["scale0"], videos["base"])
+    assert np.abs(videos["lora"] - videos["base"]).mean() > 1.0

@@ -97,3 +97,21 @@ def _replace(tree: dict, path: tuple, value) -> dict:
     out = dict(tree)
     out[path[0]] = value if len(path) == 1 else _replace(tree[path[0]], path[1:], value)
     return out
+
+
+def transformer_with_lora(transformer, path: str, strength: float = 1.0, where: str = "--lora"):
+    """A `LoadedTransformer` (fvjax/weights/loading.py) with the LoRA file at `path` merged into its weights
+    (generation: merged once, no per-step cost; the weights keep their dtype)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from fvjax.lora.peft_file import read_peft_lora
+    from fvjax.weights.loading import LoadedTransformer
+
+    loaded = read_peft_lora(path, where=where)
+    merged = merge_lora_file(jax.device_get(transformer.params), loaded, transformer.family, transformer.config,
+                             strength)
+    graphdef, state = nnx.split(transformer.module)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, merged))
+    return LoadedTransformer(transformer.family, transformer.config, nnx.merge(graphdef, state))
