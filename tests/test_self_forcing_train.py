@@ -210,3 +210,23 @@ def test_eight_devices_match_one_device(tmp_path, data, straight_run):
     for name in p1:
         scale = max(float(np.max(np.abs(p1[name]))), 1e-6)
         np.testing.assert_allclose(p8[name], p1[name], rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"models": {"student": {"family": "wan", "path": "tiny"}}}, "models.student: Self-Forcing needs a causal student"),
+    ({"models": {"critic": {"family": "wan_causal", "path": "tiny-causal-framewise"}}},
+     "models.critic: Self-Forcing's teacher and critic score the whole video"),
+    ({"method_config": {"chunk_size": 3}}, "method_config.chunk_size: is 3 but the causal student's num_frames_per_block is 1"),
+    ({"method_config": {"rollout_mode": "data_latent"}}, "rollout_mode must be simulate"),
+])
+def test_roles_and_chunks_that_cannot_self_force_are_one_line_errors(tmp_path, data, change, needle):
+    from test_train_cli import run
+
+    recipe = sf_recipe(data, tmp_path / "out")
+    for section, values in change.items():
+        for key, value in values.items():
+            recipe[section][key] = value
+    code, _, err = run(["--config", str(write_recipe(tmp_path / "recipe.yaml", recipe))])
+    errors = [line for line in err.splitlines() if line.startswith("fvjax: error: ")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert needle in errors[0], err
