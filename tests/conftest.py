@@ -13,9 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # and trainer subprocess; real accelerators wait on device streams, not host threads.
 os.environ.setdefault("PJRT_NPROC", "32")
 # Many tests compile the same tiny models (also in trainer subprocesses, which inherit the environment):
-# JAX's persistent compilation cache turns a repeat compile of ~10 s into ~1 s.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax_compilation"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# JAX's persistent compilation cache turns a repeat compile of ~10 s into ~1 s. One cache inside the clone
+# (gitignored; a clean clone starts empty) for all xdist workers, their subprocesses and later runs, with
+# the CLIs' settings (fvjax/cli_setup.py): programs of 0.1 s and more, and a size bound, under which JAX
+# locks the directory around each read and write (workers compile the same programs at the same time).
+from fvjax.cli_setup import enable_compilation_cache  # noqa: E402 - imports no jax
+
+enable_compilation_cache(str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax_compilation"))
 # Test helper modules (training_utils.py, ...) import as top-level modules.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

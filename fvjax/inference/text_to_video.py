@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax.inference.sampling import ModelFn, SamplerSpec, denoise, initial_noise, latent_shape
+from fvjax.inference.sampling import ModelFn, SamplerSpec, SeededNoise, denoise, latent_shape
 from fvjax.io.video import video_to_uint8
 
 
@@ -30,11 +30,11 @@ class VideoDecoder:
         self.config = vae.config
         self.compression = (temporal_compression, spatial_compression)
         graphdef, self._state = nnx.split(vae)
-        self._decode = jax.jit(lambda state, z: decode(nnx.merge(graphdef, state), z))
+        self._decode = jax.jit(lambda state, z: decode(nnx.merge(graphdef, state), z.astype(jnp.float32)))
 
     def __call__(self, latents: jax.Array) -> np.ndarray:
         """uint8 frames [B, F, H, W, 3]."""
-        video = np.asarray(jax.device_get(self._decode(self._state, jnp.asarray(latents, jnp.float32))), np.float32)
+        video = np.asarray(jax.device_get(self._decode(self._state, latents)), np.float32)
         return np.stack([video_to_uint8(sample) for sample in video])
 
 
@@ -66,10 +66,11 @@ class PromptEmbeddings:
 
 
 def encode_prompts(prompt_encoder, prompts: Sequence[str], negative_prompt: str | None = None) -> PromptEmbeddings:
-    context = jnp.asarray(prompt_encoder.encode(list(prompts)))
+    # device_put, not jnp.asarray: that compiles a copy program per shape
+    context = jax.device_put(np.asarray(prompt_encoder.encode(list(prompts))))
     negative = None
     if negative_prompt is not None:
-        negative = jnp.asarray(prompt_encoder.encode([negative_prompt] * len(prompts)))
+        negative = jax.device_put(np.asarray(prompt_encoder.encode([negative_prompt] * len(prompts))))
     return PromptEmbeddings(context, negative)
 
 
@@ -78,10 +79,8 @@ def render_videos(model_fn: ModelFn, params, in_channels: int, decoder: VideoDec
     """uint8 frames [B, F, H, W, 3] from encoded prompts; one noise draw per prompt from `request.seed`."""
     negative = embeds.negative if spec.uses_guidance else None
     shape = latent_shape(request.num_frames, request.height, request.width, in_channels, *decoder.compression)
-    noise = initial_noise(request.seed, embeds.context.shape[0], shape)
-    key = jax.random.fold_in(jax.random.key(request.seed), 1)   # the DMD chain's re-noising, apart from x_T
-    latents = denoise(model_fn, params, noise, embeds.context, spec, negative_context=negative, key=key,
-                      progress=progress)
+    noise = SeededNoise.of(request.seed, embeds.context.shape[0], shape)   # the DMD chain's key from it too
+    latents = denoise(model_fn, params, noise, embeds.context, spec, negative_context=negative, progress=progress)
     return decoder(latents)
 
 

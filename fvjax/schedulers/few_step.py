@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax.keys import purpose_key
+from fvjax.keys import purpose_key, standard_normal
 from fvjax.schedulers import flow_matching as fm
 
 X0Fn = Callable[[object, jax.Array, jax.Array], jax.Array]
@@ -69,7 +69,7 @@ def chain_scan(x0_fn: X0Fn, params, noise: jax.Array, steps: jax.Array, levels: 
     def step(x, xs):
         t, t_next, step_key = xs
         x0 = x0_fn(frozen, x, t)
-        x_next = levels.add_noise(x0, jax.random.normal(step_key, x.shape, jnp.float32), t_next)
+        x_next = levels.add_noise(x0, standard_normal(step_key, x.shape), t_next)
         return x_next, (x, x0)
 
     keys = jnp.concatenate([keys, keys[-1:]])[:length]

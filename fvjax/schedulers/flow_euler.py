@@ -55,4 +55,5 @@ def flow_match_euler(num_steps: int, shift: float = 1.0,
     sigmas = fm.shift_sigmas(unshifted, shift).astype(np.float32)
     timesteps = (sigmas * np.float32(num_train_timesteps)).astype(np.float32)
     sigmas = np.concatenate([sigmas, np.zeros(1, np.float32)])
-    return FlowMatchEuler(timesteps=jnp.asarray(timesteps), sigmas=jnp.asarray(sigmas))
+    # device_put, not jnp.asarray: that compiles a copy program per table shape
+    return FlowMatchEuler(timesteps=jax.device_put(timesteps), sigmas=jax.device_put(sigmas))

@@ -156,6 +156,7 @@ def unipc_multistep(num_steps: int, shift: float = 1.0,
                 rows["rho_c_prev"][i], rows["rho_c_new"][i] = rho[0], rho[1]
             else:
                 rows["rho_c_new"][i] = 0.5
-    tables = {k: jnp.asarray(v) for k, v in rows.items()}
-    return UniPCMultistep(timesteps=jnp.asarray(timesteps.astype(np.float32)), sigmas=jnp.asarray(sigmas),
+    # device_put, not jnp.asarray: that compiles a copy program per table shape
+    tables = {k: jax.device_put(v) for k, v in rows.items()}
+    return UniPCMultistep(timesteps=jax.device_put(timesteps.astype(np.float32)), sigmas=jax.device_put(sigmas),
                           **tables)

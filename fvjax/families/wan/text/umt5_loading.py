@@ -117,13 +117,14 @@ def load_umt5_params(path: str | os.PathLike, dtype: Any = None, *, where: objec
                      ) -> tuple[UMT5Config, dict]:
     """(config, params pure dict of jax.Arrays) from a pipeline dir, a text-encoder dir or a cached hub id.
     dtype: None keeps the stored dtype; else "float32" / "bfloat16" / a dtype."""
-    import jax.numpy as jnp
+    import jax
 
     from fvjax.models.params import nest
 
     dt = as_dtype(dtype, where="dtype")
     ckpt = UMT5Checkpoint(text_encoder_dir(path, where))
-    return ckpt.config, nest({p: jnp.asarray(leaf) for p, leaf in ckpt.leaves(dt)})
+    # device_put, not jnp.asarray: that compiles a copy program per leaf shape (the leaves are fresh buffers)
+    return ckpt.config, nest({p: jax.device_put(leaf) for p, leaf in ckpt.leaves(dt)})
 
 
 def load_umt5(path: str | os.PathLike, dtype: Any = None, *, where: object = "path", **model_kwargs):

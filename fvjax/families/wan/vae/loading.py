@@ -49,7 +49,7 @@ def load_vae_params(path: str | os.PathLike, dtype: Any = None, *, where: str = 
                     ) -> tuple[WanVAEConfig, dict]:
     """(config, params pure dict of jax arrays). dtype None keeps the stored dtype (that of the bulk of
     the tensors if they are mixed); else "float32" / "bfloat16" / "float16" / a dtype."""
-    import jax.numpy as jnp
+    import jax
 
     dt = as_dtype(dtype, where="dtype")
     directory = resolve_vae_dir(path, where=where)
@@ -85,7 +85,8 @@ def load_vae_params(path: str | os.PathLike, dtype: Any = None, *, where: str = 
     flat = {}
     for key in keys:
         host = files[weight_map[key.diffusers_key]].read(key.diffusers_key)
-        flat[key.path] = jnp.asarray(np.ascontiguousarray(key.to_fvjax(host)).astype(target, copy=False))
+        # device_put, not jnp.asarray: that compiles a copy program per tensor shape
+        flat[key.path] = jax.device_put(np.ascontiguousarray(key.to_fvjax(host)).astype(target, copy=False))
     return config, nest(flat)
 
 
