@@ -39,7 +39,7 @@ def test_trajectory_timesteps_are_fastvideos():
 
 
 def kd_recipe(data: str, cache_dir: Path, output_dir: Path, **method) -> dict:
-    """configs/examples/tiny_kd.yaml with a bidirectional tiny student (the trajectories are the teacher's)."""
+    """configs/examples/tiny_kd.yaml with test paths and `method` overrides."""
     recipe = yaml.safe_load((REPO / "configs/examples/tiny_kd.yaml").read_text())
     recipe["training"].update(data_path=str(data), output_dir=str(output_dir))
     recipe["method_config"].update(teacher_path_cache=str(cache_dir), **method)
@@ -165,3 +165,17 @@ def test_incomplete_cache_without_teacher_is_one_error(tmp_path, data):
         train_in_process(write_recipe(tmp_path / "r.yaml", recipe))
     assert exit_info.value.code == 2
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_fastvideo_kd_recipes_make_their_defaults_explicit():
+    from fvjax.recipe import load_recipe
+
+    plans = REPO / "tests/recipes/fastvideo_train/plans"
+    causal = load_recipe(plans / "kd_causal_step1.yaml")
+    m = causal.method_config
+    assert (causal.method, m.step_index, m.num_frames_per_block, m.teacher_inference_steps) == ("kd", "block", 3, 48)
+    # the trajectory's shift is the pipeline's; teacher_guidance_scale 3.5 is read and dropped (FastVideo ignores it)
+    assert (m.flow_shift, m.teacher_guidance_scale, m.t_list) == (5.0, 1.0, (995, 937, 833, 625, 0))
+    assert causal.roles["student"].family == "wan_causal" and causal.roles["teacher"].family == "wan"
+    plain = load_recipe(plans / "kd_t2v.yaml").method_config
+    assert (plain.step_index, plain.t_list) == ("batch", (1000, 750, 500, 250, 0))

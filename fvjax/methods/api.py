@@ -36,6 +36,7 @@ class RoleRequirement:
     trainable: bool
     why: str
     optional: bool = False                         # the recipe may leave it out (KD's teacher, once its cache is made)
+    families: tuple[str, ...] = ()                 # the role's family must be one of these (empty: any of the recipe's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,7 @@ class FastVideoMethodContext:
     """What `from_fastvideo` may use besides the `method:` block."""
     where: object
     student_flow_shift: float              # models.<sampled role>.flow_shift (FastVideo's default 3.0)
+    target: str = ""                       # the block's _target_ (a spec may stand for several classes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ def index_weights(num_train_timesteps: int) -> np.ndarray:
 def check_chunk_size(cfg: DFSFTConfig, student: RoleModel) -> None:
     expected = getattr(student.config, "num_frames_per_block", None)
     if expected is not None and expected != cfg.chunk_size:
-        fail("recipe", "method_config.chunk_size", f"is {cfg.chunk_size} but the causal student's num_frames_per_block "
+        fail(None, "method_config.chunk_size", f"is {cfg.chunk_size} but the causal student's num_frames_per_block "
              f"is {expected}; they must be equal (FastVideo checks the same)")
 
 

@@ -126,7 +126,8 @@ def translate(raw: dict, where: object) -> Translation:
         if name != sampled and role.flow_shift != DEFAULT_FLOW_SHIFT:
             ignored.append((f"models.{name}.flow_shift", f"only models.{sampled}'s scheduler is used for noising"))
     if method.from_fastvideo is not None:
-        method_config = method.from_fastvideo(method_raw, FastVideoMethodContext(where, student_shift))
+        method_config = method.from_fastvideo(method_raw, FastVideoMethodContext(where, student_shift,
+                                                                                 str(block["_target_"]).strip()))
     else:
         method_config = method_raw
     for key in method_config:

@@ -1,0 +1,129 @@
+"""Diffusion-forcing SFT: FastVideo's per-chunk noise indices and Gaussian loss weight; the tiny causal
+recipe trains in both schemas (the same steps), resumes bit-exactly, 8 simulated devices give the 1-device
+run; a chunk size other than the student's blocks is one error."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fvjax.methods.dfsft.config import DFSFTConfig
+from fvjax.methods.dfsft.update import index_weights
+from fvjax.methods.kd.update import block_step_indices
+from training_utils import (REPO, checkpoint_arrays, make_data, metrics_by_step, train_in_process,
+                            train_in_subprocess, write_recipe)
+
+STEPS = 6
+
+
+def test_index_weights_are_fastvideos():
+    # DiffusionForcingSFTMethod._build_training_weights, in torch.
+    n = 1000.0
+    x = torch.arange(n, dtype=torch.float32)
+    y = torch.exp(-2 * ((x - n / 2) / n) ** 2)
+    shifted = y - y.min()
+    expected = (shifted * (n / shifted.sum())).numpy()
+    got = index_weights(1000)
+    # (float32 exp of numpy and torch differ in the last bit; y - min(y) cancels near the ends)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert got.min() == 0.0 and abs(got.mean() - 1.0) < 1e-5 and np.argmax(got) == 500
+
+
+@pytest.mark.parametrize("low,high", [(0.0, 1.0), (0.02, 0.98), (0.5, 0.5), (1.0, 1.0), (0.3, 0.7)])
+def test_index_range_is_fastvideos(low, high):
+    n = 1000   # DiffusionForcingSFTMethod._parse_timestep_index_range
+    lo, hi = max(0, min(int(low * n), n - 1)), max(0, min(int(high * n), n - 1))
+    if hi <= lo:
+        hi = min(n - 1, lo + 1)
+    assert DFSFTConfig(min_timestep_ratio=low, max_timestep_ratio=high).index_range() == (lo, hi + 1)
+
+
+def test_chunk_indices_share_a_level_per_chunk_last_one_short():
+    index = np.asarray(block_step_indices(jax.random.key(0), 64, 7, 3, 10, 20))
+    assert index.shape == (64, 7) and index.min() >= 10 and index.max() < 20
+    for start, end in ((0, 3), (3, 6), (6, 7)):
+        assert np.all(index[:, start:end] == index[:, start:start + 1])
+    assert np.any(index[:, 0] != index[:, 3])   # chunks are independent
+    assert len(np.unique(index)) == 10
+
+
+def dfsft_recipe(data: str, output_dir: Path, name: str = "tiny_dfsft", **training) -> dict:
+    recipe = yaml.safe_load((REPO / f"configs/examples/{name}.yaml").read_text())
+    if "method_config" in recipe:
+        recipe["training"].update(data_path=str(data), output_dir=str(output_dir), max_train_steps=STEPS,
+                                  training_state_checkpointing_steps=STEPS // 2, **training)
+    else:
+        recipe["training"]["data"]["data_path"] = str(data)
+        recipe["training"]["loop"]["max_train_steps"] = STEPS
+        recipe["training"]["checkpoint"].update(output_dir=str(output_dir), training_state_checkpointing_steps=0)
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("data") / "tiny", num_samples=4)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, data):
+    root = tmp_path_factory.mktemp("straight")
+    assert train_in_process(write_recipe(root / "recipe.yaml", dfsft_recipe(data, root / "out"))) == 0
+    return root / "out"
+
+
+def test_trains_and_fastvideo_schema_is_the_same_experiment(tmp_path, data, straight_run):
+    rows = metrics_by_step(straight_run)
+    assert sorted(rows) == list(range(1, STEPS + 1))
+    assert all(math.isfinite(r["student/dfsft_loss"]) and r["student/grad_norm"] > 0 for r in rows.values())
+    out = tmp_path / "fv"
+    assert train_in_process(write_recipe(tmp_path / "fv.yaml", dfsft_recipe(data, out, "tiny_dfsft_fastvideo_train"))) == 0
+    got = metrics_by_step(out)
+    for step in rows:
+        assert got[step]["student/dfsft_loss"] == rows[step]["student/dfsft_loss"], step
+
+
+def test_resume_is_bit_exact(tmp_path, data, straight_run):
+    resumed = tmp_path / "resumed"
+    recipe = write_recipe(tmp_path / "r.yaml", dfsft_recipe(data, resumed))
+    assert train_in_process(recipe, "--resume-from-checkpoint", str(straight_run / "checkpoints" / str(STEPS // 2))) == 0
+    expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_eight_devices_match_one_device(tmp_path, data, straight_run):
+    eight = tmp_path / "eight"
+    train_in_subprocess(write_recipe(tmp_path / "eight.yaml", dfsft_recipe(
+        data, eight, num_gpus=8, sp_size=2, hsdp_replicate_dim=2, hsdp_shard_dim=4, train_batch_size=1)))
+    m1, m8 = metrics_by_step(straight_run), metrics_by_step(eight)
+    for step in range(1, STEPS + 1):
+        np.testing.assert_allclose(m8[step]["student/dfsft_loss"], m1[step]["student/dfsft_loss"], rtol=1e-5)
+    p1, p8 = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(eight, STEPS)
+    params = [name for name in p1 if "['params']" in name]
+    assert params and p1.keys() == p8.keys()
+    for name in params:
+        err = np.linalg.norm((p8[name] - p1[name]).ravel()) / max(np.linalg.norm(p1[name].ravel()), 1e-12)
+        assert err <= 1e-5, (name, err)
+
+
+def test_chunk_size_other_than_the_students_blocks_is_one_error(tmp_path, data, capsys):
+    recipe = dfsft_recipe(data, tmp_path / "out")
+    recipe["method_config"]["chunk_size"] = 3     # the tiny-causal-framewise student has 1-frame blocks
+    with pytest.raises(SystemExit) as exit_info:
+        train_in_process(write_recipe(tmp_path / "r.yaml", recipe))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == ("fvjax: error: method_config.chunk_size: is 3 but the causal student's num_frames_per_block "
+                   "is 1; they must be equal (FastVideo checks the same)")
+
+
+def test_step_flops():
+    from fvjax.methods import get_method
+
+    assert get_method("dfsft").step_flops(DFSFTConfig(), {"student": 5.0}, 4) == 60.0
