@@ -184,6 +184,13 @@ def test_file_errors_are_one_line(tmp_path, lm, base):
     with pytest.raises(UserError, match="which the role's lora.target_modules do not select"):
         start_factors(read_peft_lora(path), list(narrow.targets), 4, 2.0, narrow.init(jax.random.key(0), jnp.float32),
                       "r.yaml", "models.student.lora")
+    from fvjax.weights.safetensors_io import TensorSpec, write_safetensors
+    comfy = tmp_path / "comfy.safetensors"
+    tensor = np.zeros((4, 32), np.float32)
+    write_safetensors(comfy, [TensorSpec("diffusion_model.blocks.0.self_attn.q.lora_down.weight", tensor.dtype,
+                                         tensor.shape)], lambda _: tensor)
+    with pytest.raises(UserError, match="original Wan / ComfyUI"):
+        read_peft_lora(comfy)
     other = WanConfig(num_attention_heads=2, attention_head_dim=8, in_channels=16, out_channels=16, text_dim=32,
                       freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=64)
     with pytest.raises(UserError, match="the model's is"):

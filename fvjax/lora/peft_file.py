@@ -27,6 +27,8 @@ from fvjax.weights.safetensors_io import SafetensorsFile, TensorSpec, write_safe
 FILE_NAME = "pytorch_lora_weights.safetensors"
 PREFIX = "transformer."
 METADATA_KEY = "lora_adapter_metadata"   # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
+# the layouts Diffusers' WanLoraLoaderMixin converts (_convert_non_diffusers_wan_lora_to_diffusers, musubi)
+FOREIGN_PREFIXES = ("diffusion_model.", "lora_unet_")
 
 
 def _number(x: float):
@@ -102,6 +104,10 @@ def read_peft_lora(path: str | Path, where: object = "--lora") -> LoadedLora:
     p = _resolve(path, where)
     f = SafetensorsFile(p)
     names = list(f.entries)
+    foreign = next((n for n in names if n.startswith(FOREIGN_PREFIXES)), None)
+    if foreign is not None:
+        fail(p, foreign, "is the original Wan / ComfyUI / musubi LoRA layout; fvjax reads Diffusers/PEFT keys: "
+             "convert it with Diffusers first (WanPipeline.lora_state_dict, then WanPipeline.save_lora_weights)")
     prefixed = any(n.startswith(PREFIX) for n in names)
     raw: dict[str, dict[str, str]] = {}
     for n in names:
