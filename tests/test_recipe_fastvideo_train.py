@@ -207,8 +207,8 @@ MALFORMED = [
     (_set("callbacks.logger", {}), "callbacks.logger: unknown callback 'logger'"),
     (_set("callbacks.clip", {"_target_": "fastvideo.train.callbacks.GradNormClipCallback"}),
      "a second grad_clip callback"),
-    (_set("callbacks.validation.pipeline_target", "fastvideo.pipelines.basic.wan.wan_causal_dmd_pipeline."
-          "WanCausalDMDPipeline"), "callbacks.validation.pipeline_target: fastvideo.pipelines"),
+    (_set("callbacks.validation.pipeline_target", "fastvideo.pipelines.basic.wan.wan_causal_pipeline."
+          "WanCausalPipeline"), "callbacks.validation.pipeline_target: fastvideo.pipelines"),
     (_del("callbacks.validation.dataset_file"), "callbacks.validation.dataset_file: missing"),
     (_set("callbacks.validation.num_inference", 4), "callbacks.validation.num_inference: unknown key"),
     (_set("callbacks.validation.num_videos_per_prompt", 2), "callbacks.validation.num_videos_per_prompt"),

@@ -213,9 +213,10 @@ def test_eight_devices_match_one_device(tmp_path, data, straight_run):
 
 
 @pytest.mark.parametrize("change, needle", [
-    ({"models": {"student": {"family": "wan", "path": "tiny"}}}, "models.student: Self-Forcing needs a causal student"),
+    ({"models": {"student": {"family": "wan", "path": "tiny"}}},
+     "models.student.family: is 'wan' but method 'self_forcing' needs a wan_causal model"),
     ({"models": {"critic": {"family": "wan_causal", "path": "tiny-causal-framewise"}}},
-     "models.critic: Self-Forcing's teacher and critic score the whole video"),
+     "models.critic.family: is 'wan_causal' but method 'self_forcing' needs a wan model"),
     ({"method_config": {"chunk_size": 3}}, "method_config.chunk_size: is 3 but the causal student's num_frames_per_block is 1"),
     ({"method_config": {"rollout_mode": "data_latent"}}, "rollout_mode must be simulate"),
 ])

@@ -120,6 +120,9 @@ def _read_roles(raw: dict, roles_key: str, family: str, method: MethodSpec, wher
             state = "trainable: true" if need.trainable else "trainable: false"
             fail(where, f"{key}.trainable", f"must be {state.split(': ')[1]} for method {method.name!r} "
                  f"({need.why}); set {state}")
+        if need.families and roles[need.name].family not in need.families:
+            fail(where, f"{key}.family", f"is {roles[need.name].family!r} but method {method.name!r} needs a "
+                 f"{' or '.join(need.families)} model here ({need.why})")
     return roles
 
 

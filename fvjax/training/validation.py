@@ -7,7 +7,8 @@ animated images; W&B: videos, key `validation_videos_{n}_steps`).
 
 - Sampler: the method's `validation_samplers` hook (DMD2 students: the DMD few-step chain over
   `dmd_denoising_steps`, conditional only; `validation_sampling_steps`, if set, must equal its length,
-  checked when the recipe loads). Otherwise (`ode_validation`)
+  checked when the recipe loads; Self-Forcing students: the causal streaming sampler, a spec with its own
+  `render`). Otherwise (`ode_validation`)
   `pipeline_config.sampler_kind: ode` (UniPC, WanPipeline's default) with each of
   `validation_sampling_steps` (default 50) and CFG `validation_guidance_scale` (default 5.0) against
   the family's default negative prompt (Wan2.1: FastVideo's).
@@ -136,8 +137,11 @@ class Validator:
         written = []
         for spec in self.specs:
             n = spec.step_count
-            videos = render_videos(model.apply, params, model.config.in_channels, self.decoder, self.embeds, spec,
-                                   self.request)
+            if hasattr(spec, "render"):   # a method's own sampler (Self-Forcing: the causal streaming one)
+                videos = spec.render(model, params, self.decoder, self.embeds, self.request)
+            else:
+                videos = render_videos(model.apply, params, model.config.in_channels, self.decoder, self.embeds,
+                                       spec, self.request)
             if jax.process_index() != 0:
                 continue
             for i, frames in enumerate(videos):

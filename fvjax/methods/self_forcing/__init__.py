@@ -1,16 +1,18 @@
 """Self-Forcing (spec self_forcing.md §3): DMD2 distillation of a causal, chunk-autoregressive student
 trained on its own chunk-by-chunk few-step rollout through its KV cache. config.py (DMD2's knobs plus the
 rollout's), schedule.py (the Self-Forcing grid, warp, exit steps), rollout.py (the two-phase rollout),
-update.py (DMD2's update with that rollout), fastvideo_train.py (FastVideo's current schema), and its
+update.py (DMD2's update with that rollout), validation.py (validation videos with the causal streaming
+sampler), fastvideo_train.py (FastVideo's current schema), and its
 registry entry below, which reuses DMD2's hooks (negative prompt, critic optimizer, recipe checks)."""
 from __future__ import annotations
 
 from typing import Mapping
 
 from fvjax.methods import dmd2
-from fvjax.methods.api import TEXT_ONLY, MethodSpec, RoleRequirement, ValidationContext
+from fvjax.methods.api import TEXT_ONLY, MethodSpec, RoleRequirement
 from fvjax.methods.self_forcing import fastvideo_train
 from fvjax.methods.self_forcing.config import SELF_FORCING_PARAMS, SelfForcingConfig
+from fvjax.methods.self_forcing.validation import streaming_validation
 from fvjax.schema.training_args import ExecutionMode
 
 
@@ -29,29 +31,24 @@ def _step_flops(config: SelfForcingConfig, forward: Mapping[str, float], batch: 
     return batch * (critic_step + generator_step / interval)
 
 
-def _streaming_validation(config: SelfForcingConfig, ctx: ValidationContext) -> list:
-    from fvjax.errors import fail
-
-    fail(ctx.where, "training.log_validation", "validation videos of a Self-Forcing student need the causal "
-         "streaming sampler, which fvjax does not have yet; set log_validation: false")
-
-
 METHOD = MethodSpec(
     name="self_forcing",
     mode=ExecutionMode.DISTILLATION,
     update="fvjax.methods.self_forcing.update:make_update",
     roles=(
-        RoleRequirement("student", True, "Self-Forcing trains the causal few-step student"),
-        RoleRequirement("teacher", False, "Self-Forcing uses the bidirectional teacher as a fixed reference "
-                                          "(real score)"),
-        RoleRequirement("critic", True, "Self-Forcing trains the critic (fake score) every step"),
+        RoleRequirement("student", True, "Self-Forcing trains the causal few-step student on its own chunk-by-chunk "
+                                         "rollout", families=("wan_causal",)),
+        RoleRequirement("teacher", False, "Self-Forcing's teacher is the frozen bidirectional real score of the whole "
+                                          "video", families=("wan",)),
+        RoleRequirement("critic", True, "Self-Forcing's critic is the bidirectional fake score of the whole video, "
+                                        "trained every step", families=("wan",)),
     ),
     config_cls=SelfForcingConfig,
     params=SELF_FORCING_PARAMS,
     check=dmd2._check,
     input_files=dmd2.METHOD.input_files,
     frozen_extras=dmd2._negative_prompt,
-    validation_samplers=_streaming_validation,
+    validation_samplers=streaming_validation,     # the causal streaming sampler (validation.py)
     optimizer_overrides=dmd2._critic_optimizer,
     data=TEXT_ONLY,                        # the rollout starts from noise: text embeddings (and a shape) only
     step_flops=_step_flops,

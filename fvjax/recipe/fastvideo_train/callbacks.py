@@ -22,8 +22,12 @@ PIPELINES = {
     "fastvideo.pipelines.basic.wan.wan_dmd_pipeline.WanDMDPipeline": "sde",
     "fastvideo.pipelines.basic.wan.WanDMDPipeline": "sde",
     "fastvideo.pipelines.WanDMDPipeline": "sde",
+    # Self-Forcing's: the causal student's streaming few-step chain (the method's validation sampler).
+    "fastvideo.pipelines.basic.wan.wan_causal_dmd_pipeline.WanCausalDMDPipeline": "sde",
+    "fastvideo.pipelines.basic.wan.WanCausalDMDPipeline": "sde",
+    "fastvideo.pipelines.WanCausalDMDPipeline": "sde",
 }
-_PIPELINES_NOT_YET = ("WanCausalDMDPipeline", "WanCausalPipeline", "TurboDiffusionPipeline")
+_PIPELINES_NOT_YET = ("WanCausalPipeline", "TurboDiffusionPipeline")
 _IGNORED = {
     "use_validation_media_conditioning": "text-to-video validation has no media conditioning",
     "overlay_actions": "world-model validation only", "keyboard_value_scale": "world-model validation only",
