@@ -107,9 +107,21 @@ def test_lora_finetune_resume_is_bit_exact(tmp_path, data, finetune_run):
     resumed_matches(tmp_path, finetune_run, lambda out: lora_finetune(data, out), STEPS, HALF)
 
 
-def test_lora_dmd2_trains_and_resumes_bit_exactly(tmp_path, data):
+def test_lora_dmd2_trains_validates_and_resumes_bit_exactly(tmp_path, data):
+    """The straight run also renders validation videos (the student's base with its factors nested in)."""
+    from fvjax.io.video import read_video
+    from tiny_pipeline import write_tiny_wan_pipeline
+
+    pipeline = write_tiny_wan_pipeline(tmp_path / "pipeline")
+    prompts = tmp_path / "validation.json"
+    prompts.write_text('{"data": [{"caption": "a red cat runs"}]}')
     straight = tmp_path / "straight"
-    assert train_in_process(write_recipe(tmp_path / "recipe.yaml", lora_dmd2(data, straight))) == 0
+    raw = lora_dmd2(data, straight, model_path=str(pipeline), log_validation=True, validation_steps=DMD2_STEPS,
+                    validation_dataset_file=str(prompts), use_ema=True)
+    assert train_in_process(write_recipe(tmp_path / "recipe.yaml", raw)) == 0
+    for step in (0, DMD2_STEPS):
+        video, _ = read_video(straight / f"validation_step_{step}_inference_steps_3_video_0.mp4")
+        assert video.shape[0] == (raw["training"]["num_latent_t"] - 1) * 4 + 1
     rows = metrics_by_step(straight)
     assert all(np.isfinite(rows[s]["critic/flow_loss"]) for s in range(1, DMD2_STEPS + 1))
     assert rows[2]["student/dmd_loss"] > 0
@@ -195,3 +207,26 @@ def test_conversion_cli_exports_the_checkpoint_lora(tmp_path, finetune_run):
     with pytest.raises(SystemExit) as exit_info:
         main(["lora-from-checkpoint", "--checkpoint", str(finetune_run), "--role", "critic", "--dst", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_a_role_starts_from_a_diffusers_lora_in_the_roles_form(tmp_path, data, finetune_run):
+    """`lora.init_from` (fvjax) under FastVideo's design-branch `roles:` key: the trained run's export is the
+    new run's starting factors, exactly (same rank and alpha: B is not rescaled)."""
+    from fvjax.sharding.logical import use_rules
+    from fvjax.sharding.mesh import make_mesh, select_devices
+    from fvjax.sharding.rules import rules_for
+    from fvjax.training.roles import build_runtime
+
+    raw = lora_finetune(data, tmp_path / "out")
+    raw["roles"] = raw.pop("models")
+    raw["roles"]["student"]["lora"]["init_from"] = str(finetune_run / "student_lora")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", raw))
+    assert recipe.roles["student"].lora.init_from == str(finetune_run / "student_lora")
+    mesh = make_mesh(recipe.mesh, select_devices(recipe.mesh))
+    rules = rules_for(recipe.mesh)[1]
+    with use_rules(mesh, rules):
+        runtime = build_runtime(recipe, mesh, rules)
+    start = runtime.states["student"].params
+    trained = checkpoint_arrays(finetune_run, STEPS)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(start)[0]:
+        np.testing.assert_array_equal(np.asarray(leaf), trained[f"['student']['params']{jax.tree_util.keystr(path)}"])
