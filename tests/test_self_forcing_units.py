@@ -37,6 +37,21 @@ def test_grid_is_fastvideos_self_forcing_scheduler(shift):
     np.testing.assert_allclose(np.asarray(levels.sigma(t)), nearest, rtol=1e-6)
 
 
+def test_per_frame_noising_and_the_ode_step():
+    levels = SelfForcingLevels(5.0)
+    rng = np.random.default_rng(1)
+    x0, eps = (jnp.asarray(rng.standard_normal((2, 3, 4, 2, 2)), jnp.float32) for _ in range(2))
+    t = jnp.asarray([[1000.0, 937.5, 625.0, 100.0], [500.0, 500.0, 250.0, 4.98]])
+    sigma = np.asarray(levels.sigma(t))[:, None, :, None, None]          # each frame its own level
+    x_t = levels.add_noise_frames(x0, eps, t)
+    np.testing.assert_allclose(x_t, (1 - sigma) * x0 + sigma * eps, rtol=1e-6, atol=1e-6)
+    # ode: the noise implied by (x_t, x0) is carried to the next level, so a perfect x0 lands on the
+    # same noise path: exactly add_noise(x0, eps, t_next).
+    t_next = t * 0.5
+    np.testing.assert_allclose(levels.ode_renoise_frames(x_t, x0, t, t_next), levels.add_noise_frames(x0, eps, t_next),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_warp_table():
     np.testing.assert_allclose(warp_steps([1000, 750, 500, 250], 5.0), [1000, 937.5, 833.3333, 625], rtol=1e-6)
     cfg = SelfForcingConfig(dmd_denoising_steps=(1000, 750, 500, 250), flow_shift=5.0)
