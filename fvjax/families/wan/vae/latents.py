@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from fvjax.families.wan.vae.config import WanVAEConfig
+from fvjax.keys import standard_normal
 
 
 def _stats(config: WanVAEConfig, z: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -38,5 +39,5 @@ def denormalize_latents(z, config: WanVAEConfig) -> jax.Array:
 def sample_posterior(mean, logvar, key: jax.Array) -> jax.Array:
     """A draw from the diagonal Gaussian posterior: mean + exp(logvar / 2) * N(0, 1) (float32)."""
     mean = jnp.asarray(mean, jnp.float32)
-    noise = jax.random.normal(key, mean.shape, jnp.float32)
+    noise = standard_normal(key, mean.shape)   # jax.random.normal's numbers, compiled faster
     return mean + jnp.exp(0.5 * jnp.asarray(logvar, jnp.float32)) * noise
