@@ -156,14 +156,19 @@ def test_t_list_off_the_trajectory_names_the_nearest(tmp_path, data):
                                      "trajectory (shift 5); the nearest is 1000")
 
 
-def test_incomplete_cache_without_teacher_is_one_error(tmp_path, data):
+def test_incomplete_cache_without_teacher_is_one_error(tmp_path, data, capsys):
     from training_utils import train_in_process
 
     recipe = kd_recipe(data, tmp_path / "cache", tmp_path / "out")
-    del recipe["models"]["teacher"]
+    del recipe["models"]["teacher"]      # allowed (the teacher is optional once the cache is complete)
+    path = write_recipe(tmp_path / "r.yaml", recipe)
     with pytest.raises(SystemExit) as exit_info:
-        train_in_process(write_recipe(tmp_path / "r.yaml", recipe))
+        train_in_process(path)
     assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"fvjax: error: {path}: models.teacher: missing; the KD trajectory cache {tmp_path / 'cache'} is incomplete "
+        "(0 of 4 samples) and only a teacher can make the rest: add models.teacher or complete it with python -m "
+        "fvjax.kd_cache")
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -179,3 +184,24 @@ def test_fastvideo_kd_recipes_make_their_defaults_explicit():
     assert causal.roles["student"].family == "wan_causal" and causal.roles["teacher"].family == "wan"
     plain = load_recipe(plans / "kd_t2v.yaml").method_config
     assert (plain.step_index, plain.t_list) == ("batch", (1000, 750, 500, 250, 0))
+
+
+def test_eight_devices_make_the_one_device_trajectories(tmp_path, made):
+    """The teacher sharded over 8 simulated devices (2 replicas x 2 fsdp x 2 sp; a data-parallel group of samples
+    at a time) makes the 1-device cache up to float32 rounding."""
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    recipe_path, straight = made
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["training"].update(num_gpus=8, sp_size=2, hsdp_replicate_dim=2, hsdp_shard_dim=4, train_batch_size=1)
+    recipe["method_config"]["teacher_path_cache"] = str(tmp_path / "cache")
+    res = subprocess.run([sys.executable, "-m", "fvjax.kd_cache", "--config", str(write_recipe(tmp_path / "r.yaml", recipe))],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for i in range(4):
+        want, got = load_file(cache.sample_file(straight, i)), load_file(cache.sample_file(tmp_path / "cache", i))
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-5, err_msg=f"{i} {key}")
