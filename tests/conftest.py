@@ -14,9 +14,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PJRT_NPROC", "32")
 # Many tests compile the same tiny models (also in trainer subprocesses, which inherit the environment):
 # JAX's persistent compilation cache turns a repeat compile of ~10 s into ~1 s. One cache inside the clone
-# (gitignored; a clean clone starts empty) for all xdist workers, their subprocesses and later runs, with
-# the CLIs' settings (fvjax/cli_setup.py): programs of 0.1 s and more, and a size bound, under which JAX
-# locks the directory around each read and write (workers compile the same programs at the same time).
+# (gitignored; a clean clone starts empty) for all xdist workers, their subprocesses and later runs, set
+# up as the CLIs' (fvjax/cli_setup.py): a size bound, under which JAX locks the directory around each read
+# and write (workers compile the same programs at the same time). Programs of 0.5 s and more, not the
+# CLIs' 0.1 s: a bounded cache reads every entry's access time on each write (JAX's LRU eviction), and
+# the suite writes hundreds of entries where a CLI run writes a few.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 from fvjax.cli_setup import enable_compilation_cache  # noqa: E402 - imports no jax
 
 enable_compilation_cache(str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax_compilation"))
