@@ -13,6 +13,12 @@ encoder all come from it), or a transformer alone — an fvjax weights directory
 --lora: a Diffusers/PEFT Wan LoRA (a training run's `<output_dir>/student_lora`, or one made elsewhere),
 merged into the transformer's weights at --lora-scale before sampling.
 prompt -> UMT5 -> jitted sampling loop (WanPipeline's, or DMD's few-step chain) -> VAE decode -> H.264 MP4.
+
+A causal student (config.json of FastVideo's CausalWanTransformer3DModel, e.g. a Self-Forcing run's
+student_ema) streams: chunk by chunk against its KV cache with the few-step chain (default: FastVideo's
+[1000,750,500,250] warped onto shift 5), each chunk decoded as it lands; it prints the first-chunk latency
+and frames per second. Longer than 21 latent frames needs a rolling window: --local-attn-size W
+[--sink-size S] (FastVideo's pipeline.dit_config), unless the student was trained with one.
 """
 from __future__ import annotations
 
@@ -45,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-frames", type=int, default=81, help="1 + 4k frames (default 81)")
     parser.add_argument("--height", type=int, default=480, help="a multiple of 16 (default 480)")
     parser.add_argument("--width", type=int, default=832, help="a multiple of 16 (default 832)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="unipc",
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None,
                         help="unipc (WanPipeline's default), euler (FlowMatchEulerDiscrete), dmd (few-step "
-                             "chain of DMD2 students: conditional only, re-noised between steps)")
+                             "chain of DMD2 students: conditional only, re-noised between steps); causal students "
+                             "always stream with the few-step chain")
     parser.add_argument("--steps", type=int, default=50, help="ODE steps for unipc / euler (default 50)")
     parser.add_argument("--guidance-scale", type=float, default=5.0,
                         help="CFG scale for unipc / euler; <= 1 turns guidance off (default 5.0)")
@@ -59,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warp-denoising-step", action="store_true",
                         help="dmd: warp the listed timesteps onto the shifted schedule, as training with "
                              "warp_denoising_step: true did")
+    parser.add_argument("--local-attn-size", type=int, default=None, metavar="W",
+                        help="causal students: attention window in latent frames (a rolling KV cache; -1 = global)")
+    parser.add_argument("--sink-size", type=int, default=None, metavar="S",
+                        help="causal students: first latent frames kept in the window for good")
+    parser.add_argument("--context-noise", type=float, default=0.0,
+                        help="causal students: timestep of the context pass that writes each chunk's cache "
+                             "(method_config.context_noise; default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
     parser.add_argument("--fps", type=float, default=16.0, help="frame rate of the MP4 (default 16)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
@@ -158,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         fail("command line", "--base-pipeline", f"{base}: not a Diffusers pipeline (no model_index.json, or no "
              "vae/ and text_encoder/ folders)")
     family = family_at(args.model, "--model")
+    if family.name == "wan_causal":
+        return stream(args, family, base_root)
+    for flag, value in (("--local-attn-size", args.local_attn_size), ("--sink-size", args.sink_size)):
+        if value is not None:
+            fail("command line", flag, "applies to causal students only")
+    args.sampler = args.sampler or "unipc"
     if args.shift is not None:
         shift = args.shift
     elif args.sampler == "dmd":
@@ -180,6 +200,68 @@ def main(argv: list[str] | None = None) -> int:
     frames = generate_videos(transformer.apply, transformer.state, transformer.config.in_channels, components,
                              [args.prompt], spec, request, negative_prompt=negative, progress=not args.no_progress)
     write_mp4(frames[0], args.out, fps=args.fps)
+    print(f"wrote {args.out} ({frames.shape[1]} frames, {frames.shape[3]}x{frames.shape[2]}, {args.fps:g} fps)")
+    return 0
+
+
+def stream(args: argparse.Namespace, family, base_root: Path) -> int:
+    """A causal student: streaming generation (fvjax/inference/streaming.py)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from fvjax.inference.sampling import initial_noise, latent_shape
+    from fvjax.inference.streaming import DEFAULT_SHIFT, DEFAULT_STEPS, StreamSpec, check_stream_length, stream_video, \
+        warm_up
+    from fvjax.io.video import write_mp4
+    from fvjax.weights.loading import load_params
+
+    if args.sampler not in (None, "dmd"):
+        fail("command line", "--sampler", f"{args.model} is a causal student: it streams with its few-step chain "
+             "(the dmd sampler); remove --sampler")
+    if args.lora:
+        fail("command line", "--lora", "is not supported for causal students yet")
+    args.sampler = "dmd"
+    shift = args.shift if args.shift is not None else DEFAULT_SHIFT
+    from fvjax.methods.self_forcing.schedule import warp_steps   # Self-Forcing's grid (spec §3)
+    if args.denoising_steps is None:
+        steps = tuple(float(t) for t in warp_steps(DEFAULT_STEPS, shift))
+    else:
+        warp, args.warp_denoising_step = args.warp_denoising_step, False
+        steps = denoising_steps(args, shift)
+        steps = tuple(float(t) for t in warp_steps([int(t) for t in steps], shift)) if warp else steps
+    if not 0 <= args.context_noise <= 1000:
+        fail("command line", "--context-noise", f"must lie in [0, 1000], got {args.context_noise}")
+    spec = StreamSpec(denoising_steps=steps, shift=shift, context_noise=args.context_noise)
+
+    dtype = jnp.dtype(args.dtype)
+    config, params = load_params(args.model, dtype, family=family, where="--model")
+    window = {k: v for k, v in (("local_attn_size", args.local_attn_size), ("sink_size", args.sink_size))
+              if v is not None}
+    if window:
+        config = family.with_arch(config, window, "command line", "--local-attn-size")
+    graphdef, state = nnx.split(family.model_from_params(config, params, param_dtype=dtype, dtype=dtype))
+
+    where = "--base-pipeline" if args.base_pipeline else "--model"
+    prompt_encoder = family.load_prompt_encoder(str(base_root), where=where)
+    if prompt_encoder.config.d_model != config.text_dim:
+        fail("command line", "--base-pipeline", f"its text encoder makes {prompt_encoder.config.d_model}-dim "
+             f"embeddings but the transformer expects text_dim {config.text_dim}")
+    decoder = family.load_stream_decoder(str(base_root), where=where)
+    shape = latent_shape(args.num_frames, args.height, args.width, config.in_channels,
+                         family.defaults.temporal_compression, family.defaults.spatial_compression)
+    check_stream_length(config, shape[1])
+    context = jnp.asarray(prompt_encoder.encode([args.prompt]))
+    noise = initial_noise(args.seed, 1, shape)
+    compile_s = warm_up(graphdef, state, config, context, noise.shape, decoder, spec)
+    frames, timing = stream_video(graphdef, state, config, context, noise, decoder, spec,
+                                  key=jax.random.fold_in(jax.random.key(args.seed), 1))
+    write_mp4(frames[0], args.out, fps=args.fps)
+    window_text = "global attention" if config.local_attn_size == -1 else \
+        f"window {config.local_attn_size} latent frames, {config.sink_size} sink"
+    print(f"streamed {frames.shape[1]} frames ({shape[1]} latent frames, blocks of {config.num_frames_per_block}, "
+          f"{len(steps)} steps, {window_text}): first-chunk latency {timing.first_chunk_latency:.3f} s, "
+          f"{timing.fps:.1f} frames/s (compile and warm-up {compile_s:.1f} s, not counted)")
     print(f"wrote {args.out} ({frames.shape[1]} frames, {frames.shape[3]}x{frames.shape[2]}, {args.fps:g} fps)")
     return 0
 

@@ -48,6 +48,13 @@ class WanCausalFamily(WanFamily):
         return CausalWanTransformer(config, rngs=rngs, param_dtype=param_dtype, dtype=dtype,
                                     remat_policy=remat_policy, attention_backend=attention_backend)
 
+    def load_stream_decoder(self, pipeline: str, dtype=None, *, where: object = "path"):
+        """A `fvjax.inference.streaming.StreamingDecoder`: the causal VAE decoding chunk by chunk."""
+        from fvjax.families.wan.vae.latents import denormalize_latents
+        from fvjax.inference.streaming import StreamingDecoder
+
+        return StreamingDecoder(self.load_vae(pipeline, dtype, where=where), denormalize_latents)
+
     def forward_flops(self, config: CausalWanConfig, latent_shape, text_len: int) -> float:
         """The bidirectional count with the self-attention score/value term (4 N^2 D per layer) scaled by
         the fraction of (query, key) pairs the block-causal pattern keeps."""

@@ -194,6 +194,24 @@ class WanVAE(nnx.Module):
         out = jnp.clip(out.astype(jnp.float32), -1.0, 1.0)
         return jnp.transpose(out, (0, 4, 1, 2, 3))
 
+    def decode_frames(self, latents, caches: list | None = None) -> tuple[jax.Array, list]:
+        """Streaming decode: the next latent frames [B, z_dim, t, h, w] of a video, continuing from the
+        causal caches the previous call returned (None: the video starts here) -> (their pixel frames
+        [B, C_out, 1 + 4(t-1) or 4t, 8h, 8w] float32 in [-1, 1], the caches to pass next). The frames of a
+        video decoded this way, call after call, are `decode`'s (the same per-frame programs)."""
+        cfg = self.config
+        z = jnp.asarray(latents)
+        if z.ndim != 5 or z.shape[1] != cfg.z_dim:
+            raise ValueError(f"latents must be [B, {cfg.z_dim}, t, h, w]; got shape {z.shape}")
+        x = self.post_quant_conv(jnp.transpose(z, (0, 2, 3, 4, 1)).astype(self.dtype))  # [B, t, h, w, z]
+        graphdef, state = nnx.split(self.decoder)
+        pieces = []
+        for i in range(x.shape[1]):
+            out, caches = _jitted_chunk_step(graphdef, state, x[:, i:i + 1], caches)
+            pieces.append(out)
+        out = jnp.clip(jnp.concatenate(pieces, axis=1).astype(jnp.float32), -1.0, 1.0)
+        return jnp.transpose(out, (0, 4, 1, 2, 3)), caches
+
 
 # ---------------------------------------------------------------------------------------------------
 # Abstract trees and conversion between pure-dict params and models
