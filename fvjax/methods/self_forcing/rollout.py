@@ -80,14 +80,13 @@ def make_rollout(cfg: SelfForcingConfig, student: RoleModel, steps: np.ndarray, 
             exit_step = exits[chunk]
             full = lambda t: jnp.full((batch, size), t, jnp.float32)
             t_context = full(cfg.context_noise)
-            context_eps = jax.random.normal(context_noise_key(key, chunk), (batch, noise.shape[1], size, height,
-                                                                            width), jnp.float32)
 
             def forward(j, carry):
                 x, x0, _ = carry
                 is_context = j > exit_step
                 if cfg.context_noise > 0:
-                    context = levels.add_noise_frames(x0, context_eps, t_context)
+                    eps = jax.random.normal(context_noise_key(key, chunk), x0.shape, jnp.float32)
+                    context = levels.add_noise_frames(x0, eps, t_context)
                 else:   # FastVideo main: the clean prediction itself at t = 0
                     context = x0
                 inputs = jnp.where(is_context, context, x)
