@@ -5,15 +5,23 @@ activation memory without remat against PyTorch's. One line per figure, fvjax an
     python benchmarks/device_check.py                  # every default unit, < 8 min on one H200 (estimated)
     python benchmarks/device_check.py --only vae       # units whose name starts with "vae" (rerun one check)
     python benchmarks/device_check.py --list           # the units
-    python benchmarks/device_check.py --smoke          # tiny shapes on the CPU, ~1 min (tests/test_device_check.py)
+    python benchmarks/device_check.py --smoke          # tiny shapes on the CPU (tests/test_device_check.py)
 
-Through the device tool (the GPU image has JAX, flax, optax, orbax, chex and torch; nothing is downloaded,
-weights are random at full size): carry a wheel directory with diffusers and the project's other pure-Python
-dependencies, e.g. made here with `pip download diffusers -d wheels/` (or `pip wheel`), then
+Through the device tool: the GPU image has JAX (CUDA), flax, optax, orbax, chex and torch; nothing is
+downloaded (weights are random at full size). Do not `pip install -e ".[test]"` there: the test extra pins a
+CPU torch and jax[tpu]. What else the checks import travels as wheels in the git-ignored .whl/ (pass
+carry=[".whl"]; 64 MiB at most): diffusers and what the image lacks of its and fvjax's dependencies
+(huggingface_hub, safetensors, regex, pyyaml, grain, pyarrow, av, transformers, tensorboardX, ...; see which
+with `pip install --dry-run`). Made here with, for example,
 
-    pip install --no-index --find-links wheels -e ".[test]" && python benchmarks/device_check.py
+    pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl diffusers
 
-(`--no-deps -e .` plus `pip install --no-index wheels/*.whl` when the image's JAX must stay as it is.)
+and run there as
+
+    pip install -q --no-deps -e . && pip install -q --no-index --find-links .whl diffusers <the others>
+    python benchmarks/device_check.py
+
+(not yet tried on the GPU image: no accelerator was lent to the task that wrote this script).
 
 Each unit runs in its own Python process with a time limit, so a crash, an out-of-memory or a hang prints one
 FAILED line and the run goes on, and each process's peak memory is its own (JAX with
@@ -52,6 +60,9 @@ UNITS = {
     "generate:fvjax": (lambda m, u, s: m.generate_fvjax(u, s), GENERATE, True),
     "generate:diffusers": (lambda m, u, s: m.generate_diffusers(u, s), GENERATE, True),
     "vae:fvjax": (lambda m, u, s: m.vae_decode_fvjax(u, s), VAE, True),
+    # Is the GPU peak the convolution autotuner's (its workspaces and redzone copies)? The same without it.
+    "vae:fvjax-no-autotune": (lambda m, u, s: m.vae_decode_fvjax(u, s, xla_flags="--xla_gpu_autotune_level=0"), VAE,
+                              True),
     "vae:fvjax-bf16": (lambda m, u, s: m.vae_decode_fvjax(u, s, "bfloat16"), VAE, False),
     "vae:diffusers": (lambda m, u, s: m.vae_decode_diffusers(u, s), ("decode", "peak memory"), True),
     "dit_memory:fvjax-none": (lambda m, u, s: m.dit_memory_fvjax(u, s, "none"), DIT_MEMORY, True),
@@ -65,6 +76,7 @@ COMPARISONS = (
     ("denoise", "generate:fvjax", "generate:diffusers"),
     ("decode", "vae:fvjax", "vae:diffusers"),
     ("peak memory", "vae:fvjax", "vae:diffusers"),
+    ("peak memory", "vae:fvjax-no-autotune", "vae:diffusers"),
     ("peak memory", "vae:fvjax-bf16", "vae:diffusers"),
     ("fwd+bwd", "dit_memory:fvjax-none", "dit_memory:pytorch"),
     ("activation memory", "dit_memory:fvjax-none", "dit_memory:pytorch"),

@@ -345,9 +345,12 @@ def generate_diffusers(unit: str, sizes: Sizes) -> None:
 # ---------------------------------------------------------------------------------------------------
 # VAE decode memory
 
-def vae_decode_fvjax(unit: str, sizes: Sizes, dtype_name: str = "float32") -> None:
+def vae_decode_fvjax(unit: str, sizes: Sizes, dtype_name: str = "float32", xla_flags: str = "") -> None:
     """The eager chunked decode (what bench_vae_decode measured at 41 GiB): the chunk programs' compiled
-    memory first (compiling alone: autotuning workspaces show in the peak here), then the decode."""
+    memory first (compiling alone: autotuning workspaces show in the peak here), then the decode.
+    `xla_flags` are added to XLA_FLAGS before JAX starts (e.g. without GPU autotuning)."""
+    if xla_flags:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -365,7 +368,7 @@ def vae_decode_fvjax(unit: str, sizes: Sizes, dtype_name: str = "float32") -> No
     value, what = jax_peak_gib()
     figure(unit, "decode", median, "s", first_call_s=round(first, 1), dtype=dtype_name, device=device_kind())
     figure(unit, "peak memory", value, "GiB", kind=what, peak_after_compiling_only_gib=round(after_compile, 2),
-           weights_gib=round(gib_of(vae), 3), dtype=dtype_name)
+           weights_gib=round(gib_of(vae), 3), dtype=dtype_name, xla_flags=xla_flags)
 
 
 def vae_decode_diffusers(unit: str, sizes: Sizes) -> None:
