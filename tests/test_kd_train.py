@@ -118,9 +118,22 @@ def test_eight_devices_match_one_device(tmp_path, data, cache_dir, straight_run)
         assert err <= 1e-5, (name, err)
 
 
-def test_step_flops_counts_one_student_forward_and_backward():
-    from fvjax.methods import get_method
-    from fvjax.methods.kd.config import KDConfig
+def test_step_flops_for_the_mfu_report():
+    """One student forward and its backward per sample (the teacher's trajectories are made before training),
+    counted by each role's own family: the causal student's block-causal forward, not the teacher's."""
+    from fvjax.recipe import load_recipe
+    from fvjax.sharding.logical import use_rules
+    from fvjax.sharding.mesh import make_mesh, select_devices
+    from fvjax.sharding.rules import rules_for
+    from fvjax.training.aot import step_flops
+    from fvjax.training.roles import build_runtime
 
-    spec = get_method("kd")
-    assert spec.step_flops(KDConfig(), {"student": 2.0, "teacher": 100.0}, 8) == 3 * 2.0 * 8
+    recipe = load_recipe(REPO / "configs/examples/tiny_kd.yaml")
+    mesh = make_mesh(recipe.mesh, select_devices(recipe.mesh))
+    rules = rules_for(recipe.mesh)[1]
+    with use_rules(mesh, rules):
+        runtime = build_runtime(recipe, mesh, rules, abstract=True)
+    student = runtime.models["student"]
+    forward = student.family.forward_flops(student.config, (16, 3, 8, 8), 512)
+    assert student.family.name == "wan_causal" and runtime.models["teacher"].family.name == "wan"
+    assert step_flops(recipe, runtime) == 3 * forward * 4

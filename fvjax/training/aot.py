@@ -243,8 +243,10 @@ def step_flops(recipe: Recipe, runtime) -> float | None:
         return None
     forward = {}
     for name, model in runtime.models.items():
-        flops = family.forward_flops(model.config, _latent_shape(recipe, model.config.in_channels, family),
-                                     family.defaults.text_len)
+        # each role's own family: a causal student's recipe may hold a bidirectional teacher (KD, Self-Forcing)
+        counter = model.family or family
+        flops = counter.forward_flops(model.config, _latent_shape(recipe, model.config.in_channels, family),
+                                      family.defaults.text_len)
         if flops is None:
             return None
         forward[name] = flops
