@@ -4,6 +4,7 @@ after SIGKILL is bit-exact; 8 simulated devices give the 1-device run."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 
@@ -17,6 +18,7 @@ from flax import nnx
 from fvjax.families.wan.causal import PRESETS as CAUSAL_PRESETS, CausalWanTransformer
 from fvjax.families.wan.config import PRESETS
 from fvjax.families.wan.transformer import WanTransformer
+from fvjax.io.video import read_video
 from fvjax.methods.dmd2.config import CFG_STANDARD
 from fvjax.methods.dmd2.update import NEGATIVE_PROMPT
 from fvjax.methods.self_forcing.config import SelfForcingConfig
@@ -231,3 +233,28 @@ def test_roles_and_chunks_that_cannot_self_force_are_one_line_errors(tmp_path, d
     errors = [line for line in err.splitlines() if line.startswith("fvjax: error: ")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert needle in errors[0], err
+
+
+def test_validation_renders_with_the_causal_streaming_sampler(tmp_path, data):
+    """Self-Forcing's validation spec streams the student chunk by chunk (fvjax/inference/streaming.py) on
+    the rollout's (warped) schedule; during a tiny run its MP4s appear before the first step and after."""
+    from fvjax.methods.self_forcing.validation import StreamingValidation
+    from fvjax.recipe import parse_recipe
+    from fvjax.training.validation import sampler_specs
+    from tiny_pipeline import write_tiny_wan_pipeline
+
+    prompts = tmp_path / "validation.json"
+    prompts.write_text(json.dumps({"data": [{"caption": "a red cat runs"}, {"caption": "blue water"}]}))
+    out = tmp_path / "run"
+    recipe = sf_recipe(data, out, max_train_steps=2, training_state_checkpointing_steps=0,
+                       model_path=str(write_tiny_wan_pipeline(tmp_path / "pipeline")), log_validation=True,
+                       validation_steps=2, validation_dataset_file=str(prompts))
+    (spec,) = sampler_specs(parse_recipe(yaml.safe_dump(recipe), "recipe.yaml"))
+    assert isinstance(spec, StreamingValidation) and spec.step_count == 3 and not spec.uses_guidance
+    np.testing.assert_allclose(spec.denoising_steps, [1000, 937.5, 833.333], rtol=1e-6)   # warped, shift 5
+    assert train_in_process(write_recipe(tmp_path / "recipe.yaml", recipe)) == 0
+    frames = (recipe["training"]["num_latent_t"] - 1) * 4 + 1
+    for step in (0, 2):
+        for i in range(2):
+            video, fps = read_video(out / f"validation_step_{step}_inference_steps_3_video_{i}.mp4")
+            assert video.shape == (frames, 64, 64, 3) and fps == 16
