@@ -4,7 +4,7 @@ bit-exact, the LoRA export is the trained factors, DMD2's student and critic (an
 weights) read one frozen base, and the dry run plans the factors' memory."""
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import subprocess
 import sys
 
@@ -230,3 +230,19 @@ def test_a_role_starts_from_a_diffusers_lora_in_the_roles_form(tmp_path, data, f
     trained = checkpoint_arrays(finetune_run, STEPS)
     for path, leaf in jax.tree_util.tree_flatten_with_path(start)[0]:
         np.testing.assert_array_equal(np.asarray(leaf), trained[f"['student']['params']{jax.tree_util.keystr(path)}"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu is not installed (pip install -e "
+                    "'.[tpu]'); CI installs it")
+def test_lora_dmd2_step_compiles_for_a_tpu_slice(tmp_path, data):
+    """`--dry-run --topology`'s compile: the LoRA roles' abstract states and the shared base lower for a TPU
+    slice (the 1.3B figures are in benchmarks/README.md, LoRA)."""
+    from fvjax.recipe import parse_recipe
+    from fvjax.training.aot import compile_step, parse_target
+
+    raw = lora_dmd2(data, tmp_path / "out", train_batch_size=1, num_gpus=4)
+    raw["models"]["teacher"]["path"] = "tiny"
+    recipe = parse_recipe(yaml.safe_dump(raw), tmp_path / "recipe.yaml", device_count=4)
+    step = compile_step(recipe, parse_target("v5litepod-4"))
+    assert step.devices == 4 and step.fits and step.pallas_kernels > 0
+    assert step.alias_bytes > 0   # the donated states: factors, AdamW moments, the student's EMA
