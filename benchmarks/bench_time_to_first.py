@@ -2,6 +2,7 @@
 run (a cold compilation cache: a fresh directory) and the second (warm: the same directory again).
 
     python benchmarks/bench_time_to_first.py [--rounds 3] [--only generate|demo] [--fvjax-root DIR]
+        [--before-root DIR]
 
 generate: `python -m fvjax.generate` on the tiny pipeline (17x128x128, 20 UniPC steps with CFG, Wan's default
 negative prompt, MP4 written) against benchmarks/diffusers_generate.py, the same video with Diffusers'
@@ -13,7 +14,8 @@ Runs alternate (fvjax cold, Diffusers, fvjax warm, Diffusers per round; demo col
 hits every kind; medians are printed with their ratios. fvjax processes start through this script's
 `--child` mode, which records JAX's compile events (jax.monitoring): how many programs compiled or came from
 the cache and the seconds spent tracing, lowering and compiling them. `--fvjax-root` runs another checkout
-(e.g. `git archive REV | tar -x -C DIR`) for before/after figures.
+(e.g. `git archive REV | tar -x -C DIR`); `--before-root` runs a second one alongside, each fvjax run of the
+round followed by the same run of that checkout ("before_..."), for before/after figures under one load.
 """
 from __future__ import annotations
 
@@ -108,53 +110,66 @@ def _median(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 2)
 
 
-def bench_generate(rounds: int, root: str, work: str, pipeline: str) -> dict:
+def _roots(root: str, before: str | None) -> list[tuple[str, str]]:
+    return [("", root)] + ([("before_", before)] if before else [])
+
+
+def bench_generate(rounds: int, root: str, work: str, pipeline: str, before: str | None = None) -> dict:
     from fvjax.families.wan.text.prompt import WAN_DEFAULT_NEGATIVE_PROMPT
 
     common = ["--model", pipeline, "--prompt", PROMPT, *VIDEO, "--negative-prompt", WAN_DEFAULT_NEGATIVE_PROMPT]
     ours = [*common, "--out", os.path.join(work, "fvjax.mp4"), "--no-progress"]
     theirs = [sys.executable, os.path.join(REPO, "benchmarks", "diffusers_generate.py"), *common,
               "--out", os.path.join(work, "diffusers.mp4")]
-    runs = {"fvjax_cold": [], "fvjax_warm": [], "diffusers": []}
+    runs = {"diffusers": []}
     for r in range(rounds):
-        home = os.path.join(work, f"home_generate_{r}")   # a fresh HOME per round: the first run is cold
-        for kind in ("fvjax_cold", "diffusers", "fvjax_warm", "diffusers"):
-            if kind == "diffusers":
-                result = _run(theirs, dict(os.environ, HF_HUB_OFFLINE="1"), REPO)
-            else:
-                result = _fvjax("fvjax.generate", ours, root, home, work)
-            runs[kind].append(result)
-            print(json.dumps({"generate": kind, "round": r, **result}), flush=True)
-        shutil.rmtree(home, ignore_errors=True)
+        for phase in ("cold", "warm"):
+            for prefix, tree in _roots(root, before):
+                home = os.path.join(work, f"home_generate_{prefix}{r}")   # fresh per round: the first run is cold
+                result = _fvjax("fvjax.generate", ours, tree, home, work)
+                runs.setdefault(f"{prefix}fvjax_{phase}", []).append(result)
+                print(json.dumps({"generate": f"{prefix}fvjax_{phase}", "round": r, **result}), flush=True)
+            result = _run(theirs, dict(os.environ, HF_HUB_OFFLINE="1"), REPO)
+            runs["diffusers"].append(result)
+            print(json.dumps({"generate": "diffusers", "round": r, **result}), flush=True)
+        for prefix, _ in _roots(root, before):
+            shutil.rmtree(os.path.join(work, f"home_generate_{prefix}{r}"), ignore_errors=True)
     summary = {kind: {key: _median(v, key) for key in v[0]} for kind, v in runs.items()}
-    summary["warm / diffusers (wall)"] = round(summary["fvjax_warm"]["wall_s"] / summary["diffusers"]["wall_s"], 3)
-    summary["cold / diffusers (wall)"] = round(summary["fvjax_cold"]["wall_s"] / summary["diffusers"]["wall_s"], 3)
+    for prefix, _ in _roots(root, before):
+        for phase in ("warm", "cold"):
+            for measure in ("wall_s", "cpu_s"):
+                summary[f"{prefix}fvjax_{phase} / diffusers ({measure})"] = round(
+                    summary[f"{prefix}fvjax_{phase}"][measure] / summary["diffusers"][measure], 3)
     return summary
 
 
-def bench_demo(rounds: int, root: str, work: str, pipeline: str) -> dict:
+def bench_demo(rounds: int, root: str, work: str, pipeline: str, before: str | None = None) -> dict:
     data = os.path.join(work, "demo_data")
     if not os.path.isdir(data):
         subprocess.run([sys.executable, "-m", "fvjax.data.synthetic", "--out", data, "--format", "fvjax",
                         "--num-samples", "16", "--latent-shape", "16,3,8,8", "--text-len", "16", "--text-dim", "32",
                         "--seed", "0"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    runs = {"demo_cold": [], "demo_warm": []}
+    runs = {}
     for r in range(rounds):
-        home = os.path.join(work, f"home_demo_{r}")
-        for kind in ("demo_cold", "demo_warm"):
-            out = os.path.join(work, f"demo_out_{r}_{kind}")
-            args = ["--config", os.path.join(root, "configs", "examples", "tiny_dmd2.yaml"),
-                    "--training.model_path", pipeline, "--training.data_path", data, "--training.output_dir", out,
-                    "--training.validation_dataset_file",
-                    os.path.join(root, "configs", "examples", "validation_prompts.json"),
-                    "--training.max_train_steps", "1"]
-            result = _fvjax("fvjax.train", args, root, home, work, step_file=os.path.join(out, "metrics.jsonl"))
-            runs[kind].append(result)
-            print(json.dumps({"demo": kind, "round": r, **result}), flush=True)
-            shutil.rmtree(out)
-        shutil.rmtree(home, ignore_errors=True)
+        for phase in ("cold", "warm"):
+            for prefix, tree in _roots(root, before):
+                home = os.path.join(work, f"home_demo_{prefix}{r}")
+                out = os.path.join(work, f"demo_out_{prefix}{r}_{phase}")
+                args = ["--config", os.path.join(tree, "configs", "examples", "tiny_dmd2.yaml"),
+                        "--training.model_path", pipeline, "--training.data_path", data,
+                        "--training.output_dir", out, "--training.validation_dataset_file",
+                        os.path.join(tree, "configs", "examples", "validation_prompts.json"),
+                        "--training.max_train_steps", "1"]
+                result = _fvjax("fvjax.train", args, tree, home, work, step_file=os.path.join(out, "metrics.jsonl"))
+                runs.setdefault(f"{prefix}demo_{phase}", []).append(result)
+                print(json.dumps({"demo": f"{prefix}demo_{phase}", "round": r, **result}), flush=True)
+                shutil.rmtree(out)
+        for prefix, _ in _roots(root, before):
+            shutil.rmtree(os.path.join(work, f"home_demo_{prefix}{r}"), ignore_errors=True)
     summary = {kind: {key: _median(v, key) for key in v[0]} for kind, v in runs.items()}
-    summary["warm / cold (time to step 1)"] = round(summary["demo_warm"]["step1_s"] / summary["demo_cold"]["step1_s"], 3)
+    for prefix, _ in _roots(root, before):
+        summary[f"{prefix}warm / cold (time to step 1)"] = round(
+            summary[f"{prefix}demo_warm"]["step1_s"] / summary[f"{prefix}demo_cold"]["step1_s"], 3)
     return summary
 
 
@@ -166,18 +181,20 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("generate", "demo"), default=None)
     parser.add_argument("--fvjax-root", default=REPO, help="the fvjax checkout to time (default: this one)")
+    parser.add_argument("--before-root", default=None, help="another checkout timed alongside (before/after)")
     args = parser.parse_args(argv)
     root = os.path.abspath(args.fvjax_root)
+    before = os.path.abspath(args.before_root) if args.before_root else None
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_time_to_first_") as work:
         pipeline = os.path.join(work, "pipeline")
         subprocess.run([sys.executable, "-m", "fvjax.tiny_pipeline", "--out", pipeline], check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)
-        summary = {"fvjax_root": root, "rounds": args.rounds, "load_average_at_start": [round(x, 1) for x in load]}
+        summary = {"fvjax_root": root, "before_root": before, "rounds": args.rounds, "load_average_at_start": [round(x, 1) for x in load]}
         if args.only in (None, "generate"):
-            summary["generate"] = bench_generate(args.rounds, root, work, pipeline)
+            summary["generate"] = bench_generate(args.rounds, root, work, pipeline, before)
         if args.only in (None, "demo"):
-            summary["demo"] = bench_demo(args.rounds, root, work, pipeline)
+            summary["demo"] = bench_demo(args.rounds, root, work, pipeline, before)
         summary["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     print(json.dumps(summary, indent=1))
     return 0
