@@ -174,3 +174,29 @@ def test_phase_two_gradient_equals_autodiff_through_the_unrolled_rollout(tiny, t
     for got, want in zip(flat, flat_ref):
         scale = max(float(jnp.max(jnp.abs(want))), 1e-12)
         assert float(jnp.max(jnp.abs(got - want))) <= 1e-5 * scale, (float(jnp.max(jnp.abs(got - want))), scale)
+
+
+def test_step_flops_of_the_tiny_recipe_count_each_role_with_its_family():
+    """The MFU report's count for tiny_self_forcing.yaml: the causal student's block-causal forward, the
+    bidirectional teacher's and critic's own, through the method's formula (3 one-frame chunks, 3 steps,
+    same exit step for all chunks: rollout = 1 + 2 whole forwards on average)."""
+    from fvjax.recipe import load_recipe
+    from fvjax.sharding.logical import use_rules
+    from fvjax.sharding.mesh import make_mesh, select_devices
+    from fvjax.sharding.rules import rules_for
+    from fvjax.training.aot import step_flops
+    from fvjax.training.roles import build_runtime
+    from training_utils import REPO
+
+    recipe = load_recipe(REPO / "configs/examples/tiny_self_forcing.yaml")
+    mesh = make_mesh(recipe.mesh, select_devices(recipe.mesh))
+    rules = rules_for(recipe.mesh)[1]
+    with use_rules(mesh, rules):
+        runtime = build_runtime(recipe, mesh, rules, abstract=True)
+    forward = {name: model.family.forward_flops(model.config, (16, 3, 8, 8), 512)
+               for name, model in runtime.models.items()}
+    assert runtime.models["student"].family.name == "wan_causal" and forward["teacher"] > forward["critic"]
+    rollout = 3 * forward["student"]
+    critic_step = rollout + 3 * forward["critic"]
+    generator_step = rollout + 3 * forward["student"] + forward["critic"] + 2 * forward["teacher"]
+    assert step_flops(recipe, runtime) == pytest.approx(2 * (critic_step + generator_step / 5))
