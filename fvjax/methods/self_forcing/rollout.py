@@ -7,8 +7,10 @@ noise the prediction implies); the prediction at s_{e_c} is the chunk's output. 
 the chunk's K/V into the cache at its start (the clean output at t = 0, or re-noised to `context_noise`),
 and the next chunk attends to it.
 
-Phase 1 (no gradient, the critic's rollout is only this): a lax.scan over chunks, the pre-exit steps in a
-lax.fori_loop with a traced trip count, every forward in the student's chunk mode on the cache it carries.
+Phase 1 (no gradient, the critic's rollout is only this): a lax.scan over the chunks (a larger first chunk,
+holding the remainder, runs before it), and per chunk one lax.fori_loop with a traced trip count (exit + 2:
+the steps up to the exit, then the context pass) whose body is one forward in the student's chunk mode
+on the cache the scan carries.
 Phase 2 (the generator's gradient): one `with_context` forward over all chunks' exit inputs with each
 chunk's exit timestep per frame, attending to stop_gradient(final cache). The output of a chunk depends on
 the weights only through its exit forward (its input and the earlier chunks' cache entries were made
