@@ -338,13 +338,15 @@ def test_legacy_flag_spellings(tmp_path):
     assert new.training.ema_decay == 0.0 and {"--ema_decay", "--real_score_model_path"} <= set(result.left_out)
 
 
-def test_self_forcing_script_is_not_implemented(tmp_path, capsys):
+def test_self_forcing_script_is_refused(tmp_path, capsys):
     script = FINETUNE_SCRIPT.replace("wan_training_pipeline", "wan_self_forcing_distillation_pipeline")
     with pytest.raises(SystemExit) as exc:
         main(["upgrade", str(write_script(tmp_path, "sf.sh", script))])
     assert exc.value.code == 2
     assert capsys.readouterr().err == (f"fvjax: error: {tmp_path}/sf.sh: wan_self_forcing_distillation_pipeline: "
-                                       "self-forcing distillation is not implemented in fvjax yet\n")
+                                       "the upgrade does not read legacy self-forcing scripts; write the recipe "
+                                       "in FastVideo's current schema (method: {_target_: ...SelfForcingMethod}, "
+                                       "configs/examples/tiny_self_forcing_fastvideo_train.yaml)\n")
 
 
 # ------------------------------------------------------------------------------------------------- the CLI

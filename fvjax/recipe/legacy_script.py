@@ -452,7 +452,9 @@ def _method_for(program: str, flags: dict, path: Path) -> str:
         else:
             fail(path, program, f"not a legacy pipeline fvjax can upgrade (it knows {', '.join(_PIPELINES)})")
     if method == "self_forcing":
-        fail(path, program, "self-forcing distillation is not implemented in fvjax yet")
+        fail(path, program, "the upgrade does not read legacy self-forcing scripts; write the recipe in FastVideo's "
+             "current schema (method: {_target_: ...SelfForcingMethod}, configs/examples/"
+             "tiny_self_forcing_fastvideo_train.yaml)")
     return method
 
 
