@@ -126,3 +126,18 @@ def test_fastvideo_schema_wan_causal_model_with_its_window():
     no_causal = bidirectional.replace(", trainable: true,\n            num_frames_per_block: 1}", ", trainable: true}")
     with pytest.raises(UserError, match="local_attn_size"):
         parse_recipe(no_causal, "recipe.yaml")
+
+
+@pytest.mark.parametrize("text", [FASTVIDEO, PHASE3], ids=["fastvideo", "phase3"])
+def test_upgrade_writes_the_causal_role_in_fastvideo_schema(text, tmp_path):
+    """The causal student's _target_, num_frames_per_block and pipeline.dit_config window round-trip through
+    `python -m fvjax.recipe upgrade` (the upgrade reloads its output and compares the recipes)."""
+    from fvjax.recipe.upgrade import upgrade_path
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    upgraded = upgrade_path(path)
+    assert upgraded.upgraded == upgraded.recipe and not upgraded.left_out
+    assert "fastvideo.train.models.wan.WanCausalModel" in upgraded.text
+    assert "num_frames_per_block: 1" in upgraded.text
+    assert ("local_attn_size: 3" in upgraded.text) == (text is FASTVIDEO)

@@ -361,7 +361,9 @@ def _build(raw: dict, text: str, where: Path | str, device_count, translation: T
                                 ignored=tuple((translation.written_key(k) if k.startswith(("training.", "pipeline_"))
                                                else k, why) for k, why in ignored) + tuple(translation.ignored))
     return Recipe(
-        family=family_name, method=method_name, roles=roles, training=training,
+        # a variant's recipe is its base family's (wan_causal -> wan): one experiment whether the recipe
+        # names the causal student's family or the Wan's, in every schema; the roles keep their own
+        family=family.kin, method=method_name, roles=roles, training=training,
         pipeline=PipelineConfig(**{k: v for k, v in pipeline_values.items()
                                    if PipelineConfig.__dataclass_fields__[k].metadata["status"] == "used"}),
         method_config=method_config, mesh=mesh,

@@ -182,9 +182,15 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
     # models
     sampled = method.sampled_role
     order = [r for r in method.role_names if r in recipe.roles] + [r for r in recipe.roles if r not in method.role_names]
+    windows: dict[str, dict] = {}
     for name in order:
         role = recipe.roles[name]
-        entry: dict = {"_target_": family.fastvideo_targets[0], "init_from": role.path}
+        targets = get_family(role.family).fastvideo_targets or family.fastvideo_targets
+        entry: dict = {"_target_": targets[0], "init_from": role.path}
+        arch = dict(role.arch)
+        if "num_frames_per_block" in arch:
+            entry["num_frames_per_block"] = arch.pop("num_frames_per_block")
+        windows[name] = arch   # the causal Wan's local_attn_size / sink_size: pipeline.dit_config
         if not role.trainable:
             entry["trainable"] = False
         if role.disable_custom_init_weights:
@@ -286,8 +292,26 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
     for name in ("sampler_kind", "vae_precision"):
         if getattr(recipe.pipeline, name) != PIPELINE_FIELDS[name].default:
             pipeline[name] = getattr(recipe.pipeline, name)
+    window = _dit_window(windows, where, spell)
+    if window:
+        pipeline["dit_config"] = window
     doc["pipeline"] = pipeline
     return doc, notes
+
+
+def _dit_window(windows: dict[str, dict], where: object, spell: Callable[[str], str]) -> dict:
+    """FastVideo sets local_attn_size / sink_size once (pipeline.dit_config) for every causal role: the roles'
+    arch options must agree."""
+    given = {name: arch for name, arch in windows.items() if arch}
+    for name, arch in given.items():
+        for key in arch:
+            if key not in ("local_attn_size", "sink_size"):
+                fail(where, spell(f"models.{name}.arch.{key}"), "has no place in FastVideo's current schema")
+    values = {tuple(sorted(arch.items())) for arch in given.values()}
+    if len(values) > 1:
+        fail(where, spell(f"models.{next(iter(given))}.arch"), "differs between roles; FastVideo's current schema "
+             "sets local_attn_size / sink_size once (pipeline.dit_config) for all causal roles")
+    return dict(next(iter(values))) if values else {}
 
 
 def _validation(recipe: Recipe, spell: Callable[[str], str]) -> dict:

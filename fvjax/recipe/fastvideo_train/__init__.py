@@ -75,7 +75,10 @@ def _causal_window(pipeline: dict, roles: dict, models: dict, written: dict, whe
             for name in causal:
                 models[name] = {**models[name], "arch": {**models[name].get("arch", {}), field: value}}
                 written[f"models.{name}.arch.{field}"] = f"pipeline.dit_config.{field}"
-    pipeline["dit_config"] = dit
+    if dit:
+        pipeline["dit_config"] = dit
+    else:   # nothing else in it: not an ignored block
+        del pipeline["dit_config"]
 
 
 def translate(raw: dict, where: object) -> Translation:
