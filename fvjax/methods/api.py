@@ -112,6 +112,10 @@ class MethodSpec:
     # None: the block's keys are taken as method_config keys unchanged.
     fastvideo_targets: tuple[str, ...] = ()
     from_fastvideo: Callable[[dict, "FastVideoMethodContext"], dict] | None = None
+    # The inverse, for `python -m fvjax.recipe upgrade`: (config, recipe file, spell: canonical key -> the
+    # recipe's own) -> the `method:` block's keys (its current-schema defaults left out). None: the upgrade
+    # writes only the methods it knows itself (dmd2, finetune).
+    to_fastvideo: Callable[[Any, object, Callable[[str], str]], dict] | None = None
 
     def data_needs(self, config: Any) -> str:
         """LATENTS_AND_TEXT or TEXT_ONLY for this config (the dry run says which; text-only datasets are

@@ -168,12 +168,12 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
     """The current-schema mapping of `recipe` and notes on values written in another spelling; `spell` names
     a canonical key as the original wrote it (for errors)."""
     spell = spell or recipe.provenance.shown
-    if recipe.method not in ("dmd2", "finetune"):
+    method = get_method(recipe.method)
+    if recipe.method not in ("dmd2", "finetune") and method.to_fastvideo is None:
         fail(recipe.source, "recipe.method", f"the upgrade writes dmd2 and finetune recipes; {recipe.method!r} has no "
              "current-schema form in fvjax yet")
     t, c, where = recipe.training, recipe.method_config, recipe.source
     family = get_family(recipe.family)
-    method = get_method(recipe.method)
     if not family.fastvideo_targets or not method.fastvideo_targets:
         fail(where, "recipe.family", f"{recipe.family!r} has no FastVideo model class to name in models.<role>._target_")
     notes: list[str] = []
@@ -227,6 +227,8 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
                 m[key] = getattr(c, key)
         if "student_flow_shift" in m:   # after the others, as a last word on the schedule
             m["student_flow_shift"] = m.pop("student_flow_shift")
+    elif method.to_fastvideo is not None:   # the method writes its own block (Self-Forcing, ...)
+        doc["method"].update(method.to_fastvideo(c, where, spell))
 
     # training: every field with a place in the current schema that differs from that schema's default
     tr = doc["training"]

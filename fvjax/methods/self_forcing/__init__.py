@@ -54,4 +54,5 @@ METHOD = MethodSpec(
     step_flops=_step_flops,
     fastvideo_targets=fastvideo_train.TARGETS,
     from_fastvideo=fastvideo_train.from_fastvideo,
+    to_fastvideo=fastvideo_train.to_fastvideo,
 )

@@ -12,6 +12,8 @@ differently:
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from fvjax.errors import fail
 from fvjax.methods.api import FastVideoMethodContext
 from fvjax.methods.dmd2 import fastvideo_train as dmd2
@@ -42,3 +44,23 @@ def from_fastvideo(block: dict, ctx: FastVideoMethodContext) -> dict:
     for key, default in DEFAULTS.items():
         values.setdefault(key, default)
     return values
+
+
+def to_fastvideo(config, where: object, spell: Callable[[str], str]) -> dict:
+    """The `method:` block of `config` (the inverse of from_fastvideo): the required keys, then what differs
+    from this schema's defaults; fvjax's own keys (real_score_guidance_form, negative_prompt*) when set."""
+    for key, default in (("min_timestep_ratio", 0.0), ("max_timestep_ratio", 1.0)):
+        if getattr(config, key) != default:
+            fail(where, spell(f"method_config.{key}"), f"is {getattr(config, key)}; FastVideo's SelfForcingMethod "
+                 "never applies it (its score timesteps span [0, 1000]), so the current schema cannot say it")
+    if config.fake_score_learning_rate == 0:
+        fail(where, spell("method_config.fake_score_learning_rate"), "is 0 and so is the student's learning_rate; "
+             "FastVideo's current schema requires a non-zero critic learning rate")
+    block = {"rollout_mode": config.rollout_mode, "dmd_denoising_steps": list(config.dmd_denoising_steps)}
+    fvjax_own = {"real_score_guidance_form": "standard", "negative_prompt_embedding": "", "negative_prompt": None}
+    for key, default in {**dmd2.DEFAULTS, **DEFAULTS, **fvjax_own}.items():
+        if key not in ("min_timestep_ratio", "max_timestep_ratio") and getattr(config, key) != default:
+            block[key] = getattr(config, key)
+    block.update(fake_score_learning_rate=config.fake_score_learning_rate,
+                 fake_score_betas=list(config.fake_score_betas), fake_score_lr_scheduler=config.fake_score_lr_scheduler)
+    return block
