@@ -246,3 +246,19 @@ def test_lora_dmd2_step_compiles_for_a_tpu_slice(tmp_path, data):
     step = compile_step(recipe, parse_target("v5litepod-4"))
     assert step.devices == 4 and step.fits and step.pallas_kernels > 0
     assert step.alias_bytes > 0   # the donated states: factors, AdamW moments, the student's EMA
+
+
+def test_flat_lora_fields_are_the_students_lora_block(tmp_path):
+    """FastVideo's flat lora_training / lora_rank / lora_alpha / lora_target_modules (Phase 2 and legacy
+    scripts) are the same recipe as models.student.lora."""
+    from fvjax.recipe import parse_recipe
+
+    block = load_recipe(REPO / "configs/examples/tiny_lora_finetune.yaml")
+    raw = yaml.safe_load((REPO / "configs/examples/tiny_lora_finetune.yaml").read_text())
+    lora = raw["models"]["student"].pop("lora")
+    raw["training"].update(lora_training=True, lora_rank=lora["rank"], lora_alpha=lora["alpha"],
+                           lora_target_modules=lora["target_modules"])
+    assert parse_recipe(yaml.safe_dump(raw), REPO / "configs/examples/tiny_lora_finetune.yaml") == block
+    del raw["training"]["lora_rank"]
+    with pytest.raises(UserError, match="training.lora_rank: missing"):
+        parse_recipe(yaml.safe_dump(raw), "r.yaml")

@@ -172,6 +172,27 @@ def _normalise(values: dict, roles: dict[str, RoleSpec]) -> None:
             roles[name] = dataclasses.replace(role, transformer_override_safetensor=override)
 
 
+def _legacy_lora(values: dict, roles: dict[str, RoleSpec], method: MethodSpec, where: object) -> None:
+    """FastVideo's flat LoRA fields (lora_training, lora_rank, lora_alpha, lora_target_modules) become the
+    student's `lora` block, where its current schema puts them; fvjax applies them to a finetune only (the
+    legacy distillation pipelines' choice of transformers is theirs; name the roles there)."""
+    fields = {k: values.pop(f"lora_{k}") for k in ("training", "rank", "alpha", "target_modules")
+              if f"lora_{k}" in values}
+    if not fields.pop("training", False):
+        return
+    if method.name != "finetune":
+        fail(where, "training.lora_training", f"fvjax maps it for finetune recipes only; for {method.name!r} put a "
+             "lora block on the roles that train it (models.<role>.lora: {enable: true, rank: ...})")
+    if fields.get("rank") is None:
+        fail(where, "training.lora_rank", "missing; lora_training needs a rank > 0 (as FastVideo asserts)")
+    student = roles[method.sampled_role]
+    if student.lora is not None:
+        fail(where, "training.lora_training", f"and models.{method.sampled_role}.lora both set LoRA; keep one")
+    block = {"enable": True, "rank": fields["rank"], "alpha": fields.get("alpha"),
+             "target_modules": list(fields["target_modules"]) if fields.get("target_modules") else None}
+    roles[method.sampled_role] = dataclasses.replace(student, lora=read_lora(block, where, "training.lora"))
+
+
 def _check_int32(value, where: object, key: str) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > F.INT32_MAX:
         fail(where, key, f"is {value}; must be at most {F.INT32_MAX} (2**31 - 1)")
@@ -329,6 +350,7 @@ def _build(raw: dict, text: str, where: Path | str, device_count, translation: T
     for name, value in resolved.values.items():   # method ints enter jitted code too
         _check_int32(value, *resolved.origins[name])
 
+    _legacy_lora(values, roles, method, where)
     _normalise(values, roles)
     training = TrainingArgs(**values)
     if training.preprocessed_data_type == "text_only" and method.data_needs(method_config) != TEXT_ONLY:

@@ -41,6 +41,7 @@ def _f(default: Any, read: F.Reader, group: str, doc: str, status: str = USED):
 
 
 _int, _float, _bool, _str = F.read_int, F.read_float, F.read_bool, F.read_str
+_LORA = "LoRA of the trained student: becomes models.student.lora (fvjax/recipe/loader.py)"
 _oint, _ofloat, _ostr = F.optional(F.read_int), F.optional(F.read_float), F.optional(F.read_str)
 _JAX = "no meaning under JAX/XLA"
 _LEGACY = "read only by FastVideo's legacy pipelines"
@@ -72,10 +73,10 @@ class TrainingArgs:
     revision: str | None = _f(None, _ostr, "model", "Hugging Face revision of hub ids", IGNORED)
     lora_path: str | None = _f(None, _ostr, "model", "LoRA", UNSUPPORTED)
     lora_nickname: str = _f("default", _str, "model", "LoRA adapter name", IGNORED)
-    lora_target_modules: tuple[str, ...] | None = _f(None, F.optional(F.str_list), "model", "LoRA", UNSUPPORTED)
-    lora_rank: int | None = _f(None, _oint, "model", "LoRA", UNSUPPORTED)
-    lora_alpha: int | None = _f(None, _oint, "model", "LoRA", UNSUPPORTED)
-    lora_training: bool = _f(False, _bool, "model", "LoRA", UNSUPPORTED)
+    lora_target_modules: tuple[str, ...] | None = _f(None, F.optional(F.str_list), "model", _LORA)
+    lora_rank: int | None = _f(None, _oint, "model", _LORA)
+    lora_alpha: int | None = _f(None, _oint, "model", _LORA)
+    lora_training: bool = _f(False, _bool, "model", _LORA)
 
     # ---- distributed (filled and checked by the loader; see fvjax.sharding.mesh) ----
     num_gpus: int = _f(1, _int, "distributed", "devices in the run (chips/GPUs over all hosts)")
