@@ -205,3 +205,46 @@ def test_eight_devices_make_the_one_device_trajectories(tmp_path, made):
         want, got = load_file(cache.sample_file(straight, i)), load_file(cache.sample_file(tmp_path / "cache", i))
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-5, err_msg=f"{i} {key}")
+
+
+def test_student_inputs_main_and_clean_context():
+    """Each frame's input is its block's trajectory state at the drawn index, with that state's timestep and
+    sigma (FastVideo main: never the clean endpoint); with clean_context a block may take the endpoint at
+    timestep 0 and sigma 0 and leaves the loss."""
+    import jax.numpy as jnp
+
+    from fvjax.methods.kd.config import KDConfig
+    from fvjax.methods.kd.update import student_inputs
+    from fvjax.schedulers.few_step import NoiseLevels
+
+    levels = NoiseLevels(5.0)
+    rng = np.random.default_rng(0)
+    b, k, frames = 16, 4, 6
+    trajectory = jnp.asarray(rng.standard_normal((b, k, 2, frames, 2, 2)), jnp.float32)
+    clean = jnp.asarray(rng.standard_normal((b, 2, frames, 2, 2)), jnp.float32)
+    t_list = (1000, 937, 833, 625, 0)
+    for clean_context in (False, True):
+        cfg = KDConfig(t_list=t_list, num_frames_per_block=2, clean_context=clean_context)
+        got = student_inputs(cfg, levels, trajectory, clean, jax.random.key(1))
+        index = np.asarray(got.index)
+        assert index.shape == (b, frames) and np.all(index[:, 0::2] == index[:, 1::2])
+        assert index.max() == (k if clean_context else k - 1) and index.min() == 0
+        states = np.concatenate([np.asarray(trajectory), np.asarray(clean)[:, None]], axis=1)
+        for s in range(b):
+            for f in range(frames):
+                np.testing.assert_array_equal(got.x_t[s, :, f], states[s, index[s, f], :, f])
+                assert got.timestep[s, f] == t_list[index[s, f]]
+                sigma = 0.0 if index[s, f] == k else float(levels.sigma(t_list[index[s, f]]))
+                assert got.sigma[s, 0, f, 0, 0] == sigma
+                assert got.weight[s, 0, f, 0, 0] == (index[s, f] < k)
+
+
+def test_clean_context_needs_block_indices(tmp_path, data):
+    from fvjax.recipe import load_recipe
+
+    recipe = write_recipe(tmp_path / "r.yaml", kd_recipe(data, tmp_path / "c", tmp_path / "o", clean_context=True,
+                                                         step_index="batch"))
+    with pytest.raises(UserError) as err:
+        load_recipe(recipe)
+    assert err.value.line().endswith("method_config.clean_context: is true, which needs step_index: block (clean blocks "
+                                     "are context for later blocks)")

@@ -26,6 +26,9 @@ def _check(config: KDConfig, training: TrainingArgs, ctx: CheckContext) -> dict[
         where, key = ctx.origins.get("student_sample_steps", (ctx.where, "method_config.student_sample_steps"))
         fail(where, key, f"is {config.student_sample_steps} but t_list {list(config.t_list)} has "
              f"{config.student_steps} steps (len(t_list) - 1)")
+    if config.clean_context and config.step_index != "block":
+        where, key = ctx.origins.get("clean_context", (ctx.where, "method_config.clean_context"))
+        fail(where, key, "is true, which needs step_index: block (clean blocks are context for later blocks)")
     trajectory = trajectory_timesteps(config.teacher_inference_steps, config.flow_shift, config.num_train_timesteps)
     _, missing = state_indices(config.t_list, trajectory)
     if missing is not None:

@@ -8,6 +8,8 @@ fastvideo_v3_recipes.md §2.4, self_forcing.md §4).
 - `teacher_inference_steps` (48) Euler steps of the teacher with the pipeline's flow_shift.
 - `step_index`: `block` (FastVideo's KDCausalMethod: one index into t_list[:-1] per sample and block of
   `num_frames_per_block` frames) or `batch` (KDMethod: one index for the whole batch).
+- `clean_context` (false): the original's variant (self_forcing.md §4): per-block indices into all of t_list,
+  the clean endpoint included as clean context (timestep 0, not in the loss); step_index block only.
 - `teacher_guidance_scale`: FastVideo main parses it but its teacher runs conditional-only; fvjax does the
   same and accepts only 1.0 in its own forms (the FastVideo form's value is dropped with a note).
 """
@@ -32,6 +34,9 @@ class KDConfig:
     teacher_guidance_scale: float = 1.0
     step_index: str = BLOCK
     num_frames_per_block: int = 3
+    # The original Self-Forcing / CausVid ODE regression: the index may also pick the clean endpoint (timestep
+    # 0), whose frames are clean context for later blocks and left out of the loss. False: FastVideo main.
+    clean_context: bool = False
     flow_shift: float = 5.0                       # the teacher ODE's and the student's sigma table (pipeline)
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
 
@@ -73,5 +78,6 @@ KD_PARAMS: tuple[Param, ...] = (
     Param("teacher_guidance_scale", (Source(METHOD, "teacher_guidance_scale", F.read_float),), 1.0, _check_guidance),
     Param("step_index", (Source(METHOD, "step_index", F.choice((BLOCK, BATCH))),), BLOCK),
     Param("num_frames_per_block", (Source(METHOD, "num_frames_per_block", F.read_int),), 3, _check_positive),
+    Param("clean_context", (Source(METHOD, "clean_context", F.read_bool),), False),
     Param("flow_shift", (Source(PIPELINE, "flow_shift"),), FROM_CONTEXT, F.check_flow_shift),
 )

@@ -8,11 +8,13 @@ The batch holds the teacher's states at t_list[:-1] (`trajectory` [b, K, C, T, H
 - one student forward over the whole sequence (a causal student attends block-causally);
 - x0 = x_t - sigma(t) v, sigma of the nearest entry of the pipeline-shifted 1000-step table (FastVideo's lookup);
 - loss = 0.5 MSE(x0, clean endpoint) over all elements, in float32 (the clean state itself is never an input:
-  FastVideo main, not the original's t = 0 context blocks).
+  FastVideo main). With clean_context (the original Self-Forcing / CausVid ODE regression) the block index
+  ranges over all K + 1 entries of t_list; a block at the clean endpoint gets it as input with timestep 0 and
+  sigma 0 (clean context for later blocks) and its frames leave the MSE.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,30 +42,53 @@ def frame_inputs(trajectory: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.take_along_axis(trajectory, picks, axis=1)[:, 0]
 
 
+class StudentInputs(NamedTuple):
+    x_t: jax.Array        # float32 [b, C, T, H, W]
+    timestep: jax.Array   # float32 [b, T] (per frame) or [b] (one step for the batch)
+    sigma: jax.Array      # float32, broadcasting against x_t
+    weight: jax.Array     # float32 [b, 1, T, 1, 1]: 1 where the frame is in the loss
+    index: jax.Array      # int32 [b, T]
+
+
+def student_inputs(cfg: KDConfig, levels: NoiseLevels, trajectory: jax.Array, clean: jax.Array,
+                   key: jax.Array) -> StudentInputs:
+    """The step index draw and each frame's input, timestep and sigma (module docstring)."""
+    timesteps = jnp.asarray(cfg.t_list[:-1], jnp.float32)
+    steps = cfg.student_steps
+    b, frames = trajectory.shape[0], trajectory.shape[3]
+    ones = jnp.ones((b, 1, frames, 1, 1), jnp.float32)
+    if cfg.step_index != BLOCK:
+        k = jax.random.randint(key, (), 0, steps)
+        index = jnp.full((b, frames), k)
+        return StudentInputs(frame_inputs(trajectory, index), jnp.full((b,), timesteps[k]),
+                             levels.sigma(timesteps[k]), ones, index)
+    if cfg.clean_context:   # index `steps` is the clean endpoint: timestep 0, sigma 0, not in the loss
+        trajectory = jnp.concatenate([trajectory, clean[:, None]], axis=1)
+        timesteps = jnp.concatenate([timesteps, jnp.zeros((1,), jnp.float32)])
+    index = block_step_indices(key, b, frames, cfg.num_frames_per_block, 0, steps + int(cfg.clean_context))
+    t = timesteps[index]
+    sigma = jnp.where(index < steps, levels.sigma(t), 0.0)[:, None, :, None, None]
+    weight = (index < steps).astype(jnp.float32)[:, None, :, None, None]
+    return StudentInputs(frame_inputs(trajectory, index), t, sigma, weight, index)
+
+
 def make_update(cfg: KDConfig, models: dict[str, RoleModel], compute_dtype) -> Callable:
     student = models["student"]
     levels = NoiseLevels(cfg.flow_shift, cfg.num_train_timesteps)
-    timesteps = jnp.asarray(cfg.t_list[:-1], jnp.float32)
-    steps = cfg.student_steps
 
     def loss_fn(params, batch, key):
         trajectory = batch["trajectory"].astype(jnp.float32)
         clean = batch["latents"].astype(jnp.float32)
-        b, frames = trajectory.shape[0], trajectory.shape[3]
-        if cfg.step_index == BLOCK:
-            index = block_step_indices(purpose_key(key, "step_index"), b, frames, cfg.num_frames_per_block, 0, steps)
-            t = timesteps[index]                                        # [b, T]: per frame
-            sigma = levels.sigma(t)[:, None, :, None, None]
+        inputs = student_inputs(cfg, levels, trajectory, clean, purpose_key(key, "step_index"))
+        velocity = student.apply(params, inputs.x_t.astype(compute_dtype), inputs.timestep,
+                                 batch["text_embeds"].astype(compute_dtype))
+        x0 = inputs.x_t - inputs.sigma * velocity.astype(jnp.float32)
+        if cfg.clean_context:   # the mean over the frames in the loss, as the original's masked MSE
+            counted = jnp.maximum(jnp.sum(jnp.broadcast_to(inputs.weight, x0.shape)), 1.0)
+            loss = 0.5 * jnp.sum(inputs.weight * (x0 - clean) ** 2) / counted
         else:
-            k = jax.random.randint(purpose_key(key, "step_index"), (), 0, steps)
-            index = jnp.full((b, frames), k)
-            t = jnp.full((b,), timesteps[k])                            # [b]: the whole batch
-            sigma = levels.sigma(timesteps[k])
-        x_t = frame_inputs(trajectory, index)
-        velocity = student.apply(params, x_t.astype(compute_dtype), t, batch["text_embeds"].astype(compute_dtype))
-        x0 = x_t - sigma * velocity.astype(jnp.float32)
-        loss = 0.5 * jnp.mean((x0 - clean) ** 2)
-        return loss, {"student/mean_step_index": jnp.mean(index.astype(jnp.float32))}
+            loss = 0.5 * jnp.mean((x0 - clean) ** 2)
+        return loss, {"student/mean_step_index": jnp.mean(inputs.index.astype(jnp.float32))}
 
     def update(states, frozen, batch, key):
         del frozen  # the teacher only made the trajectories
