@@ -248,3 +248,29 @@ def test_clean_context_needs_block_indices(tmp_path, data):
         load_recipe(recipe)
     assert err.value.line().endswith("method_config.clean_context: is true, which needs step_index: block (clean blocks "
                                      "are context for later blocks)")
+
+
+def test_prompts_from_fastvideo_text_only_parquet(tmp_path, made):
+    """FastVideo's text_only parquet (prompt embeddings, no video: the Self-Forcing data) is a KD source: the
+    trajectories' shape comes from the recipe (num_latent_t, num_height, num_width)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from safetensors.numpy import load_file
+
+    from fvjax.kd_cache import main
+
+    rng = np.random.default_rng(0)
+    texts = [rng.standard_normal((3 + i, 32)).astype(np.float32) for i in range(2)]
+    (tmp_path / "prompts").mkdir()
+    pq.write_table(pa.Table.from_pylist([{"id": f"p{i}", "text_embedding_bytes": t.tobytes(),
+                                          "text_embedding_shape": list(t.shape), "text_embedding_dtype": "float32"}
+                                         for i, t in enumerate(texts)]), tmp_path / "prompts" / "data_chunk_0.parquet")
+    recipe_path, _ = made
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["training"].update(data_path=str(tmp_path / "prompts"), num_latent_t=2, train_batch_size=2)
+    recipe["method_config"]["teacher_path_cache"] = str(tmp_path / "cache")
+    assert main(["--config", str(write_recipe(tmp_path / "r.yaml", recipe))]) == 0
+    for i, text in enumerate(texts):
+        sample = load_file(cache.sample_file(tmp_path / "cache", i))
+        assert sample["states"].shape == (4, 16, 2, 8, 8) and sample["clean"].shape == (16, 2, 8, 8)
+        np.testing.assert_array_equal(sample["text_embeds"], text)
