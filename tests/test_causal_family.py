@@ -30,6 +30,13 @@ def test_registered_as_a_variant_of_wan():
     assert "fastvideo.train.models.wan.WanCausalModel" in CAUSAL.fastvideo_targets
     assert CAUSAL.tensor_keys(PRESETS["tiny-causal"]) == WAN.tensor_keys(WAN.presets["tiny"])  # same keys
     assert "causal blocks of 3 frames" in CAUSAL.describe(PRESETS["tiny-causal"])
+    # MFU's FLOPs: the block-causal pattern keeps 9 * (1 + ... + 7) / 21^2 = 57% of the attention pairs (spec §7)
+    big = PRESETS["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"]
+    dense, causal = (f.forward_flops(big, (16, 21, 60, 104), 512) for f in (WAN, CAUSAL))
+    n, layers, d = 21 * 1560, big.num_layers, big.inner_dim
+    assert causal == pytest.approx(dense - 4 * n * n * d * layers * (1 - 9 * 28 / 441))
+    with pytest.raises(UserError, match="rope_cache_policy"):
+        CausalWanConfig.from_diffusers_config(dict(big.to_diffusers_config(), rope_cache_policy="relativistic"))
 
 
 def _random_params(family, config):

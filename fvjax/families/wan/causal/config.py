@@ -57,6 +57,9 @@ class CausalWanConfig(WanConfig):
         if class_name not in (None, CAUSAL_CLASS_NAME, DIFFUSERS_CLASS_NAME):
             fail(where, "_class_name", f"is {class_name!r}, not a {CAUSAL_CLASS_NAME} (or {DIFFUSERS_CLASS_NAME})")
         cfg = dict(cfg)
+        if cfg.get("rope_cache_policy", "absolute") != "absolute":
+            fail(where, "rope_cache_policy", f"is {cfg['rope_cache_policy']!r}; fvjax's KV cache keeps absolute RoPE "
+                 "positions (FastVideo's default 'absolute')")
         if _LEGACY_FPB_KEY in cfg and "num_frames_per_block" not in cfg:
             cfg["num_frames_per_block"] = cfg[_LEGACY_FPB_KEY]
         cfg["_class_name"] = DIFFUSERS_CLASS_NAME          # the parent's check: the same parameters
