@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from fvjax.data.batches import TrainData
 from fvjax.errors import fail
 from fvjax.keys import purpose_key
 from fvjax.methods.api import DataContext
@@ -82,16 +83,14 @@ def expected_metadata(config: KDConfig, teacher: str | None, seed: int, source) 
             "source": source.source.fingerprint}))
 
 
-def _source_data(data_config) -> "TrainData":  # noqa: F821
-    from fvjax.data.batches import TrainData
-
+def _source_data(data_config) -> TrainData:
     # Every sample once, its text as given (no CFG dropout); one sample per process is a valid "batch".
     return TrainData(dataclasses.replace(data_config, training_cfg_rate=0.0, global_batch_size=jax.process_count()))
 
 
 def complete_cache(config: KDConfig, ctx: DataContext, progress: bool = True) -> Path:
     """Make the cache's missing samples with the recipe's teacher (none missing: only check the metadata)."""
-    recipe, runtime = ctx.recipe, ctx.runtime
+    recipe = ctx.recipe
     root = Path(config.teacher_path_cache).expanduser()
     teacher = recipe.roles[TEACHER].path if TEACHER in recipe.roles else None
     source = _source_data(ctx.data_config)
