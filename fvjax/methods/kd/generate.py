@@ -99,6 +99,9 @@ def complete_cache(config: KDConfig, ctx: DataContext, progress: bool = True) ->
     if stored is not None:
         cache.check_metadata(root, stored, expected)
     if cache.is_complete(root):
+        if stored is None:
+            fail(root / cache.METADATA, None, f"missing, but {root} says it is COMPLETE; delete {root} or give another "
+                 f"{cache.KEY}")
         return root
     if teacher is None:
         done = source.num_samples - len(cache.missing_samples(root, source.num_samples)) if stored else 0
