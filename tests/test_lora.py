@@ -24,6 +24,7 @@ from fvjax.lora.factors import factor_pairs, merged_params, with_factors
 from fvjax.lora.loading import merge_lora_file, start_factors
 from fvjax.lora.peft_file import METADATA_KEY, read_peft_lora, write_peft_lora
 from fvjax.lora.spec import LoraSpec
+from fvjax.models.params import params_of
 from fvjax.weights.safetensors_io import SafetensorsFile
 from wan_torch_reference import fvjax_params, max_rel_err, torch_model
 
@@ -241,3 +242,24 @@ def test_generate_with_a_lora(tmp_path):
         videos[name] = read_video(out)[0].astype(np.int32)
     np.testing.assert_array_equal(videos["scale0"], videos["base"])
     assert np.abs(videos["lora"] - videos["base"]).mean() > 1.0
+
+
+def test_lora_on_the_causal_wan(tmp_path):
+    """LoRA sits on the parameter tree's Dense layers, so the causal Wan (another family with the same
+    kernels) takes it unchanged: its adapters' forward equals its merged weights' forward."""
+    causal = get_family("wan_causal")
+    config = causal.presets["tiny-causal"]
+    lm = lora_model(causal, config, SPEC, jnp.float32, where="test", key="lora")
+    assert len(lm.targets) == 10
+    base = jax.jit(lambda: params_of(causal.build_model(config, rngs=nnx.Rngs(0), param_dtype=jnp.float32,
+                                                        dtype=jnp.float32)))()
+    factors = random_factors(lm)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, config.in_channels, 6, 4, 4), dtype=np.float32)
+    t, text = np.array([500.0], np.float32), rng.standard_normal((1, 8, config.text_dim), dtype=np.float32)
+    ours = fvjax_forward(lm.graphdef, with_factors(base, factors), x, t, text)
+    merged = merged_params(jax.device_get(base), jax.device_get(factors), list(lm.targets), SPEC.scale)
+    plain = nnx.graphdef(causal.abstract_model(config, jnp.float32))
+    expected = fvjax_forward(plain, merged, x, t, text)
+    assert max_rel_err(ours, expected)[1] <= TOL
+    assert max_rel_err(fvjax_forward(plain, base, x, t, text), expected)[1] > 100 * TOL
