@@ -69,11 +69,16 @@ class RoleModel:
     base: Any = None
 
     def apply(self, params, hidden_states, timestep, encoder_hidden_states) -> jax.Array:
+        return self.module(params)(hidden_states, timestep, encoder_hidden_states)
+
+    def module(self, params) -> nnx.Module:
+        """The role's model with `params` (a LoRA role's: its factors, over its bound base); what a method
+        that calls more than the forward (a causal rollout with its caches) merges instead of `graphdef`."""
         if self.lora is not None:
             if self.base is None:
                 raise AssertionError(f"LoRA role {self.name} applied before bind(frozen)")
             params = with_factors(self.base, params)
-        return nnx.merge(self.graphdef, params)(hidden_states, timestep, encoder_hidden_states)
+        return nnx.merge(self.graphdef, params)
 
     def bind(self, frozen: dict) -> "RoleModel":
         """This role reading its frozen base from `frozen` (the update's argument); others unchanged."""
