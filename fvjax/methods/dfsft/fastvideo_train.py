@@ -19,3 +19,9 @@ def from_fastvideo(block: dict, ctx: FastVideoMethodContext) -> dict:
             values[key] = default
     values.setdefault("student_flow_shift", ctx.student_flow_shift)
     return values
+
+
+def to_fastvideo(config, where: object, spell) -> dict:
+    """The `method:` block's keys that differ from this schema's defaults (the shift is the student role's, the
+    x0 loss training.model.precondition_outputs: the upgrade writes both)."""
+    return {key: getattr(config, key) for key, default in DEFAULTS.items() if getattr(config, key) != default}

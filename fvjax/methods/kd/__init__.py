@@ -63,4 +63,5 @@ METHOD = MethodSpec(
     step_flops=lambda config, forward, batch: 3 * forward["student"] * batch,
     fastvideo_targets=fastvideo_train.TARGETS,
     from_fastvideo=fastvideo_train.from_fastvideo,
+    to_fastvideo=fastvideo_train.to_fastvideo,
 )
