@@ -24,7 +24,7 @@ from flax import nnx
 
 from fvjax.lora.targets import LoraTarget
 from fvjax.models import matmuls
-from fvjax.models.params import params_of
+from fvjax.models.params import nest_into, params_of
 
 LORA = "lora"
 
@@ -71,14 +71,8 @@ def init_factors(targets: Iterable[LoraTarget], rank: int, key: jax.Array, param
     tree: dict = {}
     for target in targets:
         factors = LoraFactors(target, rank, 1.0, key=_target_key(key, target), param_dtype=param_dtype)
-        _nest(tree, target.path + (LORA,), params_of(factors))
+        nest_into(tree, target.path + (LORA,), params_of(factors))
     return tree
-
-
-def _nest(tree: dict, path: tuple, value) -> None:
-    for part in path[:-1]:
-        tree = tree.setdefault(part, {})
-    tree[path[-1]] = value
 
 
 def with_factors(base: dict, factors: dict) -> dict:
@@ -111,9 +105,7 @@ def select_like(tree: dict, like: dict) -> dict:
 def factor_pairs(factors: dict, targets: Iterable[LoraTarget]):
     """(target, A, B) per target, A [.., in, r] and B [.., r, out] as stored."""
     for target in targets:
-        node = factors
-        for part in target.path + (LORA,):
-            node = node[part]
+        node = leaf_at(factors, target.path + (LORA,))
         yield target, node["a"], node["b"]
 
 
@@ -123,16 +115,20 @@ def merged_params(base: dict, factors: dict, targets: Iterable[LoraTarget], scal
     out = base
     for target, a, b in factor_pairs(factors, targets):
         kernel_path = target.path + ("kernel",)
-        node = base
-        for part in kernel_path:
-            node = node[part]
+        kernel = np.asarray(leaf_at(base, kernel_path))
         delta = np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32)) * np.float32(scale)
-        merged = (np.asarray(node, np.float32) + delta).astype(np.asarray(node).dtype)
-        out = _replaced(out, kernel_path, merged)
+        out = replaced(out, kernel_path, (kernel.astype(np.float32) + delta).astype(kernel.dtype))
     return out
 
 
-def _replaced(tree: dict, path: tuple, value) -> dict:
+def leaf_at(tree: dict, path: tuple):
+    for part in path:
+        tree = tree[part]
+    return tree
+
+
+def replaced(tree: dict, path: tuple, value) -> dict:
+    """`tree` with the leaf at `path` replaced (new dicts along the path only)."""
     out = dict(tree)
-    out[path[0]] = value if len(path) == 1 else _replaced(tree[path[0]], path[1:], value)
+    out[path[0]] = value if len(path) == 1 else replaced(tree[path[0]], path[1:], value)
     return out

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from fvjax.errors import fail
-from fvjax.lora.factors import LORA
+from fvjax.lora.factors import LORA, leaf_at, replaced
 from fvjax.lora.peft_file import LoadedLora
 from fvjax.lora.targets import WEIGHT, LoraTarget
 from fvjax.models.keymap import LINEAR
+from fvjax.models.params import nest_into
 
 
 def _linear_keys(family, config) -> dict:
@@ -22,16 +23,16 @@ def merge_lora_file(params: dict, loaded: LoadedLora, family, config, strength: 
     keys = _linear_keys(family, config)
     unknown = sorted(set(loaded.modules) - set(keys))
     if unknown:
-        fail(loaded.path, unknown[0], f"is not a Linear of the {family.label} ({config_note(family, config)}); "
+        fail(loaded.path, unknown[0], f"is not a Linear of the {family.label} ({family.describe(config)}); "
              "the LoRA was made for another model")
     changed: dict[tuple, np.ndarray] = {}
     for name, module in loaded.modules.items():
         key = keys[name]
         if module.a.shape[0] != key.fvjax_shape[0] or module.b.shape[1] != key.fvjax_shape[1]:
             fail(loaded.path, name, f"adapts a [{module.a.shape[0]}, {module.b.shape[1]}] layer but the model's is "
-                 f"{list(key.fvjax_shape)} ({config_note(family, config)})")
+                 f"{list(key.fvjax_shape)} ({family.describe(config)})")
         if key.path not in changed:
-            changed[key.path] = np.array(_at(params, key.path), np.float32)
+            changed[key.path] = np.array(leaf_at(params, key.path), np.float32)
         delta = (module.a @ module.b) * np.float32(module.scale * strength)
         if key.layer is None:
             changed[key.path] += delta
@@ -39,12 +40,8 @@ def merge_lora_file(params: dict, loaded: LoadedLora, family, config, strength: 
             changed[key.path][key.layer] += delta
     out = params
     for path, value in changed.items():
-        out = _replace(out, path, value.astype(np.asarray(_at(params, path)).dtype))
+        out = replaced(out, path, value.astype(np.asarray(leaf_at(params, path)).dtype))
     return out
-
-
-def config_note(family, config) -> str:
-    return family.describe(config)
 
 
 def start_factors(loaded: LoadedLora, targets: list[LoraTarget], rank: int, scale: float, init: dict,
@@ -59,9 +56,7 @@ def start_factors(loaded: LoadedLora, targets: list[LoraTarget], rank: int, scal
              "not select; add it to target_modules")
     out = {}
     for target in targets:
-        node = init
-        for part in target.path + (LORA,):
-            node = node[part]
+        node = leaf_at(init, target.path + (LORA,))
         a, b = np.array(node["a"], np.float32), np.array(node["b"], np.float32)
         for i, name in enumerate(target.module_names):
             module = loaded.modules.get(name)
@@ -76,27 +71,11 @@ def start_factors(loaded: LoadedLora, targets: list[LoraTarget], rank: int, scal
             rows = (i,) if target.layers is not None else ()
             a[rows] = module.a
             b[rows] = module.b * np.float32(module.scale / scale)
-        _set(out, target.path + (LORA,), {"a": a.astype(np.asarray(node["a"]).dtype),
-                                           "b": b.astype(np.asarray(node["b"]).dtype)})
+        nest_into(out, target.path + (LORA,), {"a": a.astype(np.asarray(node["a"]).dtype),
+                                              "b": b.astype(np.asarray(node["b"]).dtype)})
     return out
 
 
-def _at(tree: dict, path: tuple):
-    for part in path:
-        tree = tree[part]
-    return tree
-
-
-def _set(tree: dict, path: tuple, value) -> None:
-    for part in path[:-1]:
-        tree = tree.setdefault(part, {})
-    tree[path[-1]] = value
-
-
-def _replace(tree: dict, path: tuple, value) -> dict:
-    out = dict(tree)
-    out[path[0]] = value if len(path) == 1 else _replace(tree[path[0]], path[1:], value)
-    return out
 
 
 def transformer_with_lora(transformer, path: str, strength: float = 1.0, where: str = "--lora"):
