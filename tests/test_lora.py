@@ -263,3 +263,23 @@ def test_lora_on_the_causal_wan(tmp_path):
     expected = fvjax_forward(plain, merged, x, t, text)
     assert max_rel_err(ours, expected)[1] <= TOL
     assert max_rel_err(fvjax_forward(plain, base, x, t, text), expected)[1] > 100 * TOL
+
+
+def test_convert_merges_a_lora_into_fvjax_weights(base, lm, tmp_path):
+    """merge-lora from an fvjax weights dir to an fvjax weights dir: the kernels are base + scale * A B."""
+    from fvjax.convert import main
+    from fvjax.weights.loading import load_params
+    from weights_util import save_torch_model
+
+    reference, params = base
+    assert main(["diffusers-to-fvjax", "--src", str(save_torch_model(reference, tmp_path / "base")),
+                 "--dst", str(tmp_path / "base_fvjax"), "--no-progress"]) == 0
+    factors = random_factors(lm)
+    lora = write_peft_lora(tmp_path / "lora", list(lm.targets), factors, SPEC.rank, SPEC.alpha)
+    assert main(["merge-lora", "--src", str(tmp_path / "base_fvjax"), "--lora", str(lora),
+                 "--dst", str(tmp_path / "merged")]) == 0
+    _, merged = load_params(tmp_path / "merged")
+    expected = merged_params(jax.device_get(params), jax.device_get(factors), list(lm.targets), SPEC.scale)
+    for (path, got), want in zip(jax.tree_util.tree_flatten_with_path(jax.device_get(merged))[0],
+                                 jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(path))
