@@ -140,4 +140,4 @@ def test_without_the_plugin_the_recipe_is_one_line_error(tmp_path, data):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"fvjax: error: {recipe}: recipe.family: unknown family 'toy'; "
-                                               "available: wan"]
+                                               "available: wan, wan_causal"]
