@@ -25,7 +25,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from fvjax.keys import purpose_key
 from fvjax.methods.dmd2.rollout import Rollout
@@ -69,7 +68,7 @@ def make_rollout(cfg: SelfForcingConfig, student: RoleModel, steps: np.ndarray, 
 
     def phase1(params, text, noise, exits, key):
         """The no-grad rollout: (exit inputs, predictions, the final cache), all constants."""
-        module = nnx.merge(student.graphdef, jax.lax.stop_gradient(params))
+        module = student.module(jax.lax.stop_gradient(params))
         batch, _, frames, height, width = noise.shape
         sizes = block_sizes(frames, cfg.chunk_size)
         starts = chunk_starts(sizes)
@@ -146,7 +145,7 @@ def make_rollout(cfg: SelfForcingConfig, student: RoleModel, steps: np.ndarray, 
         if not grad or not cfg.enable_gradient_in_rollout:   # (FastVideo: no gradient reaches the student)
             return Rollout(x0, mean_exit, exit_inputs)
         t_exit = frame_timesteps(steps[exits], sizes, shape[0])
-        module = nnx.merge(student.graphdef, params)
+        module = student.module(params)
         velocity = module.with_context(exit_inputs.astype(compute_dtype), t_exit, text.astype(compute_dtype),
                                        jax.lax.stop_gradient(cache))
         x0_grad = levels.x0_from_velocity_frames(exit_inputs, velocity, t_exit)
