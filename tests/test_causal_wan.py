@@ -254,3 +254,24 @@ def test_key_mask_in_every_cpu_backend():
     np.testing.assert_allclose(np.asarray(xla), np.asarray(expected), atol=1e-5)
     splash = attention(q, k, v, backend="splash", kv_mask=mask)
     np.testing.assert_allclose(np.asarray(splash), np.asarray(expected), atol=1e-4)
+
+
+def test_bf16_compute_with_a_bf16_cache_agrees_with_full_mode():
+    """fp32 master params, bf16 compute and cache (training's and streaming's setting): cache mode and full
+    mode agree within bf16 rounding."""
+    params = fvjax_params(torch_model(BASE), BASE.num_layers)
+    graphdef, state = nnx.split(model_from_params(GLOBAL3, params, dtype=jnp.bfloat16))
+    m = dict(config=GLOBAL3, state=state, write=jax.jit(write_chunk),
+             chunk=jax.jit(lambda st, x, t, c, cache, s: nnx.merge(graphdef, st).chunk(x, t, c, cache, s)))
+    x, t, text = inputs(GLOBAL3, 7, seed=6)
+    full = jax.jit(lambda st, x, t, c: nnx.merge(graphdef, st)(x, t, c))(state, x, t, text).astype(jnp.float32)
+    cache = empty_cache(GLOBAL3, 2, 7, HW, jnp.bfloat16)
+    outs = []
+    for start, end in block_bounds(7, 3):
+        out, kv = m["chunk"](state, x[:, :, start:end], t[:, start:end], text, cache, jnp.int32(start))
+        assert kv.k.dtype == jnp.bfloat16
+        cache = m["write"](cache, kv, jnp.int32(start))
+        outs.append(out.astype(jnp.float32))
+    err = float(jnp.abs(jnp.concatenate(outs, axis=2) - full).max()) / float(jnp.abs(full).max())
+    print(f"bf16 cache mode vs full mode: {err:.2e}")
+    assert err <= 2e-2

@@ -69,6 +69,11 @@ def check_stream_length(config: CausalWanConfig, num_frames: int, where: object 
              f"--local-attn-size 12 --sink-size 3, FastVideo's pipeline.dit_config)")
 
 
+def compute_dtype(graphdef, params) -> Any:
+    """The model's compute dtype (the cache's default: K/V as the attention computes them)."""
+    return nnx.merge(graphdef, params).dtype
+
+
 def cache_frames(config: CausalWanConfig, num_frames: int) -> int:
     return num_frames if not config.windowed else max(num_frames, config.local_attn_size)
 
@@ -119,7 +124,7 @@ def stream_video_latents(graphdef, params, config: CausalWanConfig, context: jax
     b, _, frames, height, width = noise.shape
     check_stream_length(config, frames, "stream_video_latents", "noise")
     key = jax.random.key(0) if key is None else key
-    dtype = cache_dtype or jax.tree.leaves(params)[0].dtype
+    dtype = cache_dtype or compute_dtype(graphdef, params)
     cache = empty_cache(config, b, cache_frames(config, frames), (height, width), dtype)
     context = jnp.asarray(context)
     chunks = []
@@ -206,7 +211,7 @@ def warm_up(graphdef, params, config: CausalWanConfig, context: jax.Array, noise
     Returns the seconds spent."""
     started = time.perf_counter()
     b, c, frames, height, width = noise_shape
-    dtype = jax.tree.leaves(params)[0].dtype
+    dtype = compute_dtype(graphdef, params)
     sizes = [end - start for start, end in block_bounds(frames, config.num_frames_per_block)]
     # The first chunk gets a fresh cache, later ones a chunk step's output (its own compiled variant):
     # the first size, then each later size once, threading the cache as the stream does.

@@ -53,6 +53,7 @@ def cached_chunk(cache: KVCache, layer_k: jax.Array, layer_v: jax.Array, start_f
                  kv_mask: jax.Array, backend: str):
     def attend(q, k, v):
         keys, values = write_layer(cache, k, v, layer_k, layer_v, start_frame)
+        keys, values = keys.astype(q.dtype), values.astype(q.dtype)   # a cache kept in another dtype
         return attention(q, keys, values, backend=backend, kv_mask=kv_mask), (k, v)
 
     return attend
