@@ -89,7 +89,12 @@ TIMEOUT_S = {"full": 240, "smoke": 600}   # per unit; DMD2 units get twice as lo
 def run_unit(name: str, smoke: bool) -> None:
     """In the unit's own process: its measurement at the sizes of this run."""
     import device_check_units as units
+    from fvjax.cli_setup import enable_compilation_cache
 
+    # As fvjax's CLIs: a rerun loads the compiled programs from JAX's persistent cache (compile_s then says
+    # so). Not for the VAE units: their figures include what compiling (GPU autotuning) costs in memory.
+    if not name.startswith("vae"):
+        enable_compilation_cache()
     UNITS[name][0](units, name, units.SMOKE if smoke else units.FULL)
 
 
