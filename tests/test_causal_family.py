@@ -114,7 +114,7 @@ training:
   data: {data_path: data, train_batch_size: 1, seed: 0, num_latent_t: 3, num_height: 32, num_width: 32, num_frames: 9}
   checkpoint: {output_dir: out}
   loop: {max_train_steps: 1}
-pipeline: {flow_shift: 5, dit_config: {local_attn_size: 3, sink_size: 1}}
+pipeline: {flow_shift: 5, is_causal: true, dit_config: {local_attn_size: 3, sink_size: 1}}
 """
 
 
@@ -125,14 +125,17 @@ def test_fastvideo_schema_wan_causal_model_with_its_window():
     assert dict(student.arch) == {"num_frames_per_block": 1, "local_attn_size": 3, "sink_size": 1}
     assert recipe.roles["teacher"].arch == ()
     assert resolve_sources(recipe)["student"].config.local_attn_size == 3
+    assert [key for key, _ in recipe.provenance.ignored] == ["pipeline.is_causal"]
     with pytest.raises(UserError, match="num_frames_per_block"):
         parse_recipe(FASTVIDEO.replace("num_frames_per_block: 1", "num_frames_per_block: 4"), "recipe.yaml")
     bidirectional = FASTVIDEO.replace("WanCausalModel, init_from: tiny-causal", "WanModel, init_from: tiny")
     with pytest.raises(UserError, match="WanCausalModel"):
         parse_recipe(bidirectional, "recipe.yaml")
     no_causal = bidirectional.replace(", trainable: true,\n            num_frames_per_block: 1}", ", trainable: true}")
-    with pytest.raises(UserError, match="local_attn_size"):
+    with pytest.raises(UserError, match="is_causal: is True: a causal pipeline needs a causal student"):
         parse_recipe(no_causal, "recipe.yaml")
+    with pytest.raises(UserError, match="local_attn_size"):
+        parse_recipe(no_causal.replace(" is_causal: true,", ""), "recipe.yaml")
 
 
 @pytest.mark.parametrize("text", [FASTVIDEO, PHASE3], ids=["fastvideo", "phase3"])
@@ -144,7 +147,8 @@ def test_upgrade_writes_the_causal_role_in_fastvideo_schema(text, tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(text)
     upgraded = upgrade_path(path)
-    assert upgraded.upgraded == upgraded.recipe and not upgraded.left_out
+    assert upgraded.upgraded == upgraded.recipe
+    assert upgraded.left_out == (("pipeline.is_causal",) if text is FASTVIDEO else ())
     assert "fastvideo.train.models.wan.WanCausalModel" in upgraded.text
     assert "num_frames_per_block: 1" in upgraded.text
     assert ("local_attn_size: 3" in upgraded.text) == (text is FASTVIDEO)

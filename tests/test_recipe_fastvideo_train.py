@@ -276,7 +276,7 @@ def test_pipeline_json_with_is_causal_is_refused(tmp_path):
     pipeline.write_text(json.dumps({**WAN_PIPELINE_JSON, "is_causal": True}))
     path = _mutated(tmp_path, _set("pipeline", str(pipeline)))
     code, _, err = run(["--config", str(path), "--dry-run"])
-    assert_one_line_error(code, err, f"{pipeline}: is_causal: is True: a causal (Self-Forcing) student")
+    assert_one_line_error(code, err, f"{pipeline}: is_causal: is True: a causal pipeline needs a causal student")
 
 
 def test_null_resume_and_null_timestep_ratios(tmp_path):

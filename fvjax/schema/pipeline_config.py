@@ -68,8 +68,8 @@ class PipelineConfig:
     flow_shift_sr: float | None = _f(None, F.optional(F.read_float), "super-resolution stage", IGNORED)
     disable_autocast: bool = _f(False, F.read_bool, "no autocast under JAX", IGNORED)
     scheduler_step_in_fp32: bool = _f(False, F.read_bool, "fvjax steps schedulers in fp32", IGNORED)
-    is_causal: bool = _f(False, F.read_bool, "a causal (Self-Forcing) student is not implemented in fvjax yet",
-                         UNSUPPORTED)
+    is_causal: bool = _f(False, F.read_bool, "a causal pipeline needs a causal student (WanCausalModel, family "
+                         "wan_causal), and this recipe has none", UNSUPPORTED)
     vae_tiling: bool = _f(True, F.read_bool, "inference memory option", IGNORED)
     vae_sp: bool = _f(True, F.read_bool, "inference memory option", IGNORED)
     image_encoder_precision: str = _f("fp32", F.choice(PRECISIONS), "I2V only", IGNORED)

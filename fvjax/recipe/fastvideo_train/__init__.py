@@ -61,12 +61,18 @@ def _method_block(raw, where: object) -> dict:
     return block
 
 
-def _causal_window(pipeline: dict, roles: dict, models: dict, written: dict, where: object) -> None:
+def _causal_window(pipeline: dict, roles: dict, models: dict, written: dict, ignored: list, where: object) -> None:
     """pipeline.dit_config.local_attn_size / sink_size configure FastVideo's causal Wan (WanCausalModel):
-    moved onto the causal roles' `arch` (without a causal role, pipeline_config refuses them)."""
+    moved onto the causal roles' `arch`; pipeline.is_causal says what their class does (without a causal
+    role, pipeline_config refuses all three)."""
     dit = pipeline.get("dit_config")
     causal = [name for name, role in roles.items() if role.family == "wan_causal"]
-    if not isinstance(dit, dict) or not causal:
+    if not causal:
+        return
+    if "is_causal" in pipeline and F.read_bool(pipeline["is_causal"], where, "pipeline.is_causal"):
+        del pipeline["is_causal"]
+        ignored.append(("pipeline.is_causal", f"models.{causal[0]} is the causal Wan (WanCausalModel) already"))
+    if not isinstance(dit, dict):
         return
     dit = dict(dit)
     for field in ("local_attn_size", "sink_size"):
@@ -191,6 +197,6 @@ def translate(raw: dict, where: object) -> Translation:
             section.pop("dit_precision")
         if callbacks.sampler_kind == "sde" and method.validation_samplers is None:
             section.setdefault("sampler_kind", "sde")
-        _causal_window(section, roles, canonical["models"], written, where)
+        _causal_window(section, roles, canonical["models"], written, ignored, where)
         canonical["pipeline_config"] = section
     return Translation(canonical, written, defaults, ignored)
