@@ -120,3 +120,23 @@ def test_streamed_latents_follow_the_chain_on_the_block_causal_model(pipeline):
         clean = jnp.concatenate([clean, x0], axis=2)
     scale = float(jnp.abs(clean).max())
     assert float(jnp.abs(streamed - clean).max()) <= 1e-4 * scale
+
+
+def test_full_size_chunk_step_compiles_with_the_cache_donated():
+    """The 1.3B streaming step at 480x832 (3-frame chunk against a 21-frame bf16 cache), compiled from
+    abstract shapes (nothing allocated): the 6.04 GB cache is an argument and the output aliases it (donated,
+    updated in place)."""
+    from fvjax.families.wan.causal import CausalWanTransformer, abstract_cache
+    from fvjax.families.wan.causal.config import PRESETS
+    from fvjax.inference.streaming import StreamSpec, chunk_step
+
+    config = PRESETS["Wan-AI/Wan2.1-T2V-1.3B-Diffusers"]
+    model = nnx.eval_shape(lambda: CausalWanTransformer(config, rngs=nnx.Rngs(0), param_dtype=jnp.bfloat16,
+                                                        dtype=jnp.bfloat16))
+    graphdef, state = nnx.split(model)
+    cache = abstract_cache(config, 1, 21, (60, 104), jnp.bfloat16)
+    compiled = chunk_step.lower(graphdef, state, cache, jax.ShapeDtypeStruct((1, 16, 3, 60, 104), jnp.float32),
+                                jax.ShapeDtypeStruct((1, 512, 4096), jnp.bfloat16), jax.ShapeDtypeStruct((), jnp.int32),
+                                jax.random.key(0), StreamSpec()).compile()
+    memory = compiled.memory_analysis()
+    assert memory.alias_size_in_bytes >= cache.nbytes - 4096 > 6.0e9
