@@ -44,6 +44,10 @@ def test_block_sizes_put_the_remainder_first():
     assert block_sizes(2, 3) == (2,)
     assert block_sizes(4, 1) == (1, 1, 1, 1)
     assert block_bounds(7, 3) == ((0, 4), (4, 7))
+    # FastVideo's full-sequence mask counts blocks from frame 0: the short block comes last
+    assert block_sizes(20, 3, remainder_first=False) == (3,) * 6 + (2,)
+    assert block_sizes(21, 3, remainder_first=False) == (3,) * 7
+    assert block_bounds(7, 3, remainder_first=False) == ((0, 3), (3, 6), (6, 7))
 
 
 def test_config_round_trips_fastvideo_config_json():
@@ -75,8 +79,9 @@ class BlockCausalProcessor(WanAttnProcessor):
 
 
 def dense_mask(config: CausalWanConfig, num_frames: int, tokens_per_frame: int) -> np.ndarray:
-    """The block-causal (windowed, with sinks) mask token by token, written from the definition."""
-    sizes = block_sizes(num_frames, config.num_frames_per_block)
+    """The full-sequence block-causal (windowed, with sinks) mask token by token, written from the
+    definition: FastVideo's blocks of num_frames_per_block frames counted from frame 0."""
+    sizes = block_sizes(num_frames, config.num_frames_per_block, remainder_first=False)
     block_end = np.repeat(np.cumsum(sizes), sizes)            # per frame: the end of its block
     fq = np.repeat(np.arange(num_frames), tokens_per_frame)[:, None]
     fk = np.repeat(np.arange(num_frames), tokens_per_frame)[None, :]
@@ -152,13 +157,14 @@ def test_block_causal_matches_diffusers_with_a_mask(case, models):
     assert max_rel_err(bidirectional, expected)[1] > 1e-2
 
 
-def run_chunks(m, x, t, text, rolling=True, chunk_frames=None):
+def run_chunks(m, x, t, text, rolling=True, remainder_first=False):
     """Chunk by chunk: chunk() on each block, then write_chunk() of its K/V (a context pass on the same
-    inputs). Returns (outputs concatenated over frames, the final cache)."""
+    inputs). Blocks as the full-sequence mode counts them, or (remainder_first) as a rollout streams them.
+    Returns (outputs concatenated over frames, the final cache)."""
     config = m["config"]
     frames = x.shape[2]
     cache = empty_cache(config, x.shape[0], frames, HW, jnp.float32, rolling=rolling)
-    bounds = block_bounds(frames, config.num_frames_per_block) if chunk_frames is None else chunk_frames
+    bounds = block_bounds(frames, config.num_frames_per_block, remainder_first)
     outs = []
     for start, end in bounds:
         out, kv = m["chunk"](m["state"], x[:, :, start:end], t[:, start:end], text, cache, jnp.int32(start))
@@ -189,7 +195,7 @@ def test_with_context_reproduces_every_chunk_output(case, models):
     name, frames = CASES[case]
     m = models[name]
     x, t, text = inputs(m["config"], frames, seed=4)
-    chunked, cache = run_chunks(m, x, t, text, rolling=False)
+    chunked, cache = run_chunks(m, x, t, text, rolling=False, remainder_first=True)
     at_once = m["context"](m["state"], x, t, text, cache)
     err = float(jnp.abs(at_once - chunked).max())
     print(f"{case}: with_context vs chunk() {err / float(jnp.abs(chunked).max()):.2e}")
@@ -267,7 +273,7 @@ def test_bf16_compute_with_a_bf16_cache_agrees_with_full_mode():
     full = jax.jit(lambda st, x, t, c: nnx.merge(graphdef, st)(x, t, c))(state, x, t, text).astype(jnp.float32)
     cache = empty_cache(GLOBAL3, 2, 7, HW, jnp.bfloat16)
     outs = []
-    for start, end in block_bounds(7, 3):
+    for start, end in block_bounds(7, 3, remainder_first=False):
         out, kv = m["chunk"](state, x[:, :, start:end], t[:, start:end], text, cache, jnp.int32(start))
         assert kv.k.dtype == jnp.bfloat16
         cache = m["write"](cache, kv, jnp.int32(start))

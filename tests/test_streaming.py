@@ -91,7 +91,9 @@ def test_chunk_by_chunk_vae_decode_equals_the_whole_decode(pipeline):
 
 def test_streamed_latents_follow_the_chain_on_the_block_causal_model(pipeline):
     """Reference: the same SDE chain per chunk with the full block-causal forward on [previous clean
-    chunks | current noisy chunk] (t = 0 for the context frames) — equal to the KV-cache stream."""
+    chunks | current noisy chunk] (t = 0 for the context frames) — equal to the KV-cache stream. (A frame
+    count the blocks divide: the full-sequence mask counts blocks from frame 0, the stream puts a
+    remainder first.)"""
     from fvjax.families.wan.causal import block_bounds
     from fvjax.inference.streaming import StreamSpec, stream_video_latents
     from fvjax.methods.self_forcing.schedule import SelfForcingLevels
@@ -100,7 +102,7 @@ def test_streamed_latents_follow_the_chain_on_the_block_causal_model(pipeline):
     config = CausalWanConfig.from_wan(config, num_frames_per_block=2)
     graphdef, state = nnx.split(CAUSAL.model_from_params(config, params))
     model = nnx.merge(graphdef, state)
-    noise = jax.random.normal(jax.random.key(1), (1, 16, 5, 4, 6))
+    noise = jax.random.normal(jax.random.key(1), (1, 16, 6, 4, 6))
     context = jax.random.normal(jax.random.key(2), (1, 8, config.text_dim))
     spec = StreamSpec()
     key = jax.random.key(3)
@@ -108,7 +110,7 @@ def test_streamed_latents_follow_the_chain_on_the_block_causal_model(pipeline):
 
     levels, steps = SelfForcingLevels(spec.shift), spec.denoising_steps
     clean = jnp.zeros((1, 16, 0, 4, 6))
-    for index, (start, end) in enumerate(block_bounds(5, 2)):
+    for index, (start, end) in enumerate(block_bounds(6, 2)):
         chunk_key = jax.random.fold_in(key, index)
         x = noise[:, :, start:end]
         for k, t in enumerate(steps):

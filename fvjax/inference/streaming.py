@@ -29,8 +29,7 @@ import numpy as np
 from flax import nnx
 
 from fvjax.errors import fail
-from fvjax.families.wan.causal.cache import empty_cache, write_chunk
-from fvjax.families.wan.causal.config import CausalWanConfig, block_bounds
+from fvjax.models.causal_blocks import block_bounds
 from fvjax.methods.self_forcing.schedule import SelfForcingLevels, warp_steps
 
 # FastVideo's causal Wan refuses global attention past this many latent frames (its compatibility window).
@@ -55,7 +54,7 @@ class StreamSpec:
             raise ValueError("denoising_steps is empty")
 
 
-def check_stream_length(config: CausalWanConfig, num_frames: int, where: object = "command line",
+def check_stream_length(config: Any, num_frames: int, where: object = "command line",
                         key: str = "--num-frames") -> None:
     """One line when `num_frames` latent frames cannot be streamed with this attention."""
     if config.windowed:
@@ -74,7 +73,7 @@ def compute_dtype(graphdef, params) -> Any:
     return nnx.merge(graphdef, params).dtype
 
 
-def cache_frames(config: CausalWanConfig, num_frames: int) -> int:
+def cache_frames(config: Any, num_frames: int) -> int:
     return num_frames if not config.windowed else max(num_frames, config.local_attn_size)
 
 
@@ -112,10 +111,10 @@ def chunk_step(graphdef, params, cache, noise_chunk: jax.Array, context: jax.Arr
     else:
         ctx, t_ctx = x0, 0.0
     _, kv = velocity(ctx, t_ctx)
-    return write_chunk(cache, kv, start_frame), x0
+    return cache.write(kv, start_frame), x0
 
 
-def stream_video_latents(graphdef, params, config: CausalWanConfig, context: jax.Array, noise: jax.Array,
+def stream_video_latents(graphdef, params, config: Any, context: jax.Array, noise: jax.Array,
                          spec: StreamSpec = StreamSpec(), *, key: jax.Array | None = None, cache_dtype: Any = None,
                          on_chunk: Callable[[jax.Array, int, int], None] | None = None) -> jax.Array:
     """Final latents [B, C, T, H, W] (float32), chunk by chunk; `on_chunk(x0 [B, C, Fc, H, W], start, end)`
@@ -125,7 +124,7 @@ def stream_video_latents(graphdef, params, config: CausalWanConfig, context: jax
     check_stream_length(config, frames, "stream_video_latents", "noise")
     key = jax.random.key(0) if key is None else key
     dtype = cache_dtype or compute_dtype(graphdef, params)
-    cache = empty_cache(config, b, cache_frames(config, frames), (height, width), dtype)
+    cache = nnx.merge(graphdef, params).empty_cache(b, cache_frames(config, frames), (height, width), dtype)
     context = jnp.asarray(context)
     chunks = []
     for index, (start, end) in enumerate(block_bounds(frames, config.num_frames_per_block)):
@@ -182,7 +181,7 @@ class StreamTiming:
         return self.frames / self.total if self.total > 0 else float("inf")
 
 
-def stream_video(graphdef, params, config: CausalWanConfig, context: jax.Array, noise: jax.Array,
+def stream_video(graphdef, params, config: Any, context: jax.Array, noise: jax.Array,
                  decoder: StreamingDecoder, spec: StreamSpec = StreamSpec(), *, key: jax.Array | None = None,
                  on_frames: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, StreamTiming]:
     """uint8 frames [B, F, H, W, 3] of the streamed video and its timing; each chunk is decoded as it lands
@@ -204,7 +203,7 @@ def stream_video(graphdef, params, config: CausalWanConfig, context: jax.Array, 
     return video, StreamTiming(marks[0] - started, marks[-1] - started, video.shape[1])
 
 
-def warm_up(graphdef, params, config: CausalWanConfig, context: jax.Array, noise_shape: tuple[int, ...],
+def warm_up(graphdef, params, config: Any, context: jax.Array, noise_shape: tuple[int, ...],
             decoder: StreamingDecoder | None, spec: StreamSpec = StreamSpec()) -> float:
     """Compile (and run once) every program a stream of `noise_shape` [B, C, T, H, W] uses — one chunk step
     per chunk size, the VAE's first- and later-frame decodes — so latency figures are not compile times.
@@ -215,7 +214,7 @@ def warm_up(graphdef, params, config: CausalWanConfig, context: jax.Array, noise
     sizes = [end - start for start, end in block_bounds(frames, config.num_frames_per_block)]
     # The first chunk gets a fresh cache, later ones a chunk step's output (its own compiled variant):
     # the first size, then each later size once, threading the cache as the stream does.
-    cache = empty_cache(config, b, cache_frames(config, frames), (height, width), dtype)
+    cache = nnx.merge(graphdef, params).empty_cache(b, cache_frames(config, frames), (height, width), dtype)
     for size in sizes[:1] + sorted(set(sizes[1:])):
         cache, x0 = chunk_step(graphdef, params, cache, jnp.zeros((b, c, size, height, width), jnp.float32),
                                jnp.asarray(context), jnp.int32(0), jax.random.key(0), spec)

@@ -28,6 +28,7 @@ import numpy as np
 
 from fvjax.keys import purpose_key
 from fvjax.methods.dmd2.rollout import Rollout
+from fvjax.models.causal_blocks import block_sizes
 from fvjax.methods.self_forcing.config import SDE, SelfForcingConfig
 from fvjax.methods.self_forcing.schedule import SelfForcingLevels, exit_indices
 from fvjax.training.roles import RoleModel
@@ -60,11 +61,8 @@ def frame_timesteps(per_chunk: jax.Array, sizes: tuple[int, ...], batch: int) ->
 
 def make_rollout(cfg: SelfForcingConfig, student: RoleModel, steps: np.ndarray, levels: SelfForcingLevels,
                  compute_dtype) -> RolloutFn:
-    from fvjax.families.wan.causal import block_sizes, empty_cache, write_chunk
-
     steps = jnp.asarray(steps, jnp.float32)
     num_steps = int(steps.shape[0])
-    model_config = student.config
 
     def phase1(params, text, noise, exits, key):
         """The no-grad rollout: (exit inputs, predictions, the final cache), all constants."""
@@ -106,10 +104,10 @@ def make_rollout(cfg: SelfForcingConfig, student: RoleModel, steps: np.ndarray, 
             kv = jax.eval_shape(lambda: module.chunk(x.astype(compute_dtype), full(0.0), text, cache, start)[1])
             kv = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), kv)
             x, x0, kv = jax.lax.fori_loop(0, exit_step + 2, forward, (x, jnp.zeros_like(x), kv))
-            return write_chunk(cache, kv, start), (x, x0)
+            return cache.write(kv, start), (x, x0)
 
         # One slot per frame, never rolling: the grad pass reads every chunk's context from it.
-        cache = empty_cache(model_config, batch, frames, (height, width), compute_dtype, rolling=False)
+        cache = module.empty_cache(batch, frames, (height, width), compute_dtype, rolling=False)
         inputs, x0s = [], []
         first = 0
         if len(set(sizes)) > 1:   # the first chunk holds the remainder: its own shapes, outside the scan

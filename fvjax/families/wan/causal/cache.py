@@ -1,8 +1,8 @@
 """The causal Wan's functional KV cache: a pytree the caller owns and threads through chunk calls.
 
-    cache = empty_cache(config, batch, max_frames, (H, W), jnp.bfloat16)
+    cache = empty_cache(config, batch, max_frames, (H, W), jnp.bfloat16)   # or model.empty_cache(...)
     out, new_kv = model.chunk(x_chunk, t, text, cache, start_frame)
-    cache = write_chunk(cache, new_kv, start_frame)
+    cache = write_chunk(cache, new_kv, start_frame)                         # or cache.write(...)
 
 k, v: [num_layers, B, slots * S, heads, head_dim] with S tokens per latent frame (after patching); the
 buffer is a sequence of frame slots. `frames[slot]` is the absolute latent frame a slot holds (-1 =
@@ -53,6 +53,10 @@ class KVCache:
             return frame
         ring = self.num_slots - self.sink_frames
         return jnp.where(frame < self.sink_frames, frame, self.sink_frames + (frame - self.sink_frames) % ring)
+
+    def write(self, new_kv: "ChunkKV", start_frame: jax.Array) -> "KVCache":
+        """`write_chunk(self, new_kv, start_frame)`: code outside the family reaches it through the cache."""
+        return write_chunk(self, new_kv, start_frame)
 
 
 @struct.dataclass

@@ -18,6 +18,7 @@ from typing import Any
 
 from fvjax.errors import fail
 from fvjax.families.wan.config import DIFFUSERS_CLASS_NAME, PRESETS as WAN_PRESETS, WanConfig
+from fvjax.models.causal_blocks import block_bounds, block_sizes  # noqa: F401  (part of this module's API)
 
 CAUSAL_CLASS_NAME = "CausalWanTransformer3DModel"
 _LEGACY_FPB_KEY = "num_frame_per_block"
@@ -75,26 +76,6 @@ class CausalWanConfig(WanConfig):
         """The causal variant of a bidirectional config (same parameters)."""
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(WanConfig)}
         return cls(**fields, **causal)
-
-
-def block_sizes(num_frames: int, frames_per_block: int) -> tuple[int, ...]:
-    """Latent frames per causal block; FastVideo main puts the remainder in the FIRST block
-    (21, 3 -> 3 x 7; 20, 3 -> 5, 3, 3, 3, 3, 3; 2, 3 -> 2)."""
-    if num_frames < 1 or frames_per_block < 1:
-        raise ValueError(f"block_sizes needs num_frames >= 1 and frames_per_block >= 1; got {num_frames}, "
-                         f"{frames_per_block}")
-    count = max(1, num_frames // frames_per_block)
-    first = num_frames - (count - 1) * frames_per_block
-    return (first,) + (frames_per_block,) * (count - 1)
-
-
-def block_bounds(num_frames: int, frames_per_block: int) -> tuple[tuple[int, int], ...]:
-    """(start, end) latent frames of each block."""
-    bounds, start = [], 0
-    for size in block_sizes(num_frames, frames_per_block):
-        bounds.append((start, start + size))
-        start += size
-    return tuple(bounds)
 
 
 # Causal twins of the published and tiny Wan configs (same parameters: the bidirectional weights load).

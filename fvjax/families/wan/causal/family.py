@@ -57,13 +57,13 @@ class WanCausalFamily(WanFamily):
 
     def forward_flops(self, config: CausalWanConfig, latent_shape, text_len: int) -> float:
         """The bidirectional count with the self-attention score/value term (4 N^2 D per layer) scaled by
-        the fraction of (query, key) pairs the block-causal pattern keeps."""
+        the fraction of (query, key) pairs the full-sequence block-causal pattern keeps."""
         from fvjax.families.wan.causal.attention import key_ranges
         from fvjax.families.wan.causal.config import block_bounds
 
         dense = super().forward_flops(config, latent_shape, text_len)
         frames = latent_shape[1]
-        bounds = block_bounds(frames, config.num_frames_per_block)
+        bounds = block_bounds(frames, config.num_frames_per_block, remainder_first=False)
         kept = sum((end - start) * sum(hi - lo for lo, hi in key_ranges(config, start, end)) for start, end in bounds)
         _, _, height, width = latent_shape
         n = frames * (height // config.patch_size[1]) * (width // config.patch_size[2])

@@ -3,13 +3,16 @@ blocks, per-frame timesteps [B, F], block-causal self-attention and a functional
 
     model = CausalWanTransformer(config, rngs=nnx.Rngs(0))
     out = model(x [B, C, F, H, W], t [B] or [B, F], text)               # full sequence, block-causal
+    cache = model.empty_cache(batch, max_frames, (H, W))                  # the caller owns the cache
     out, new_kv = model.chunk(x_chunk, t [B, Fc], text, cache, start)     # one chunk against the cache
-    cache = write_chunk(cache, new_kv, start)                            # the caller owns the cache
+    cache = cache.write(new_kv, start)
     out = model.with_context(x, t [B, F], text, cache)                   # Self-Forcing's grad pass
 
-Blocks come from `block_sizes(F, num_frames_per_block)` (remainder in the first block). The module never
-mutates anything; `start` may be traced (RoPE at absolute frame positions, slots from the bookkeeping).
-Temporal patch size 1 only (every Wan2.1 checkpoint): a latent frame is a token frame.
+Blocks (fvjax/models/causal_blocks.py): the full-sequence mode uses FastVideo's mask, blocks counted from
+frame 0 (a short block last); `with_context` uses the rollout's chunks (the remainder first), as the
+chunks it reproduces were streamed. The module never mutates anything; `start` may be traced (RoPE at
+absolute frame positions, slots from the bookkeeping). Temporal patch size 1 only (every Wan2.1
+checkpoint): a latent frame is a token frame.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fvjax.families.wan.causal import attention as patterns
-from fvjax.families.wan.causal.cache import ChunkKV, KVCache, written_frames
+from fvjax.families.wan.causal.cache import ChunkKV, KVCache, empty_cache, written_frames
 from fvjax.families.wan.causal.config import CausalWanConfig, block_bounds
 from fvjax.families.wan.causal.rope import rope_cos_sin_at
 from fvjax.families.wan.rope import rope_cos_sin
@@ -45,7 +48,7 @@ class CausalWanTransformer(WanTransformer):
     def __call__(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any) -> jax.Array:
         """Full-sequence block-causal forward: [B, C, F, H, W], t [B] or [B, F], text -> [B, Cout, F, H, W]."""
         tokens, temb, modulation, context, grid = self._embed(hidden_states, timestep, encoder_hidden_states)
-        bounds = self._bounds(grid[0])
+        bounds = self._bounds(grid[0], remainder_first=False)
         attend = patterns.block_causal(self.config, bounds, grid[1] * grid[2], self.attention_backend)
         tokens, _ = self._run_causal(tokens, context, modulation, self._rope(grid), lambda _: attend, None)
         return self._head(tokens, temb, grid)
@@ -83,7 +86,7 @@ class CausalWanTransformer(WanTransformer):
             raise ValueError(f"with_context needs a cache holding all {grid[0]} frames (slot = frame); this one "
                              f"has {cache.num_slots} {'rolling ' if cache.rolling else ''}slots: make it with "
                              "empty_cache(..., max_frames >= F, rolling=False)")
-        bounds = self._bounds(grid[0])
+        bounds = self._bounds(grid[0], remainder_first=True)
         config, backend = self.config, self.attention_backend
 
         def make_attend(layer_cache):
@@ -95,8 +98,14 @@ class CausalWanTransformer(WanTransformer):
 
     # ------------------------------------------------------------------ helpers
 
-    def _bounds(self, num_frames: int):
-        bounds = block_bounds(num_frames, self.config.num_frames_per_block)
+    def empty_cache(self, batch: int, max_frames: int, latent_hw: tuple[int, int], dtype: Any = None,
+                    rolling: bool = True) -> KVCache:
+        """A KV cache for this model (fvjax.families.wan.causal.cache.empty_cache; dtype: the compute dtype)."""
+        return empty_cache(self.config, batch, max_frames, latent_hw, self.dtype if dtype is None else dtype,
+                           rolling)
+
+    def _bounds(self, num_frames: int, remainder_first: bool):
+        bounds = block_bounds(num_frames, self.config.num_frames_per_block, remainder_first)
         if self.config.windowed:
             largest = max(end - start for start, end in bounds)
             if largest > self.config.local_attn_size - self.config.sink_size:
