@@ -13,7 +13,6 @@ from fvjax.families.registry import all_families
 from fvjax.methods.api import MethodSpec
 from fvjax.methods.registry import available_methods, get_method
 
-_CAUSAL = "the causal Wan student (Self-Forcing, DF/TF-SFT, causal KD and CD) is not implemented in fvjax yet"
 NOT_YET = {
     "fastvideo.train.models.matrixgame2.matrixgame2.MatrixGame2Model": "MatrixGame2 (Wan I2V world model) is not "
                                                                        "implemented in fvjax",
@@ -21,11 +20,13 @@ NOT_YET = {
                                                                                     "model) is not implemented in fvjax",
 }
 _METHOD_NOT_YET = {
-    "StreamingLongTuningMethod": _CAUSAL,
+    "StreamingLongTuningMethod": "streaming long tuning (Self-Forcing past the training length with VAE re-encoded "
+                                 "anchors) is not implemented in fvjax (self_forcing, SelfForcingMethod, is)",
     "TeacherForcingSFTMethod": "teacher-forcing SFT needs the causal DiT's [clean | noisy] teacher-forcing attention, "
                                "which fvjax's causal Wan does not have yet (diffusion forcing, DiffusionForcingSFTMethod, "
                                "is implemented)",
-    "CausalConsistencyDistillationMethod": _CAUSAL,
+    "CausalConsistencyDistillationMethod": "causal consistency distillation is not implemented in fvjax (the causal "
+                                           "student trains with kd, dfsft and self_forcing)",
     "AnyFlowMethod": "AnyFlow is not implemented in fvjax", "AnyFlowPretrainMethod": "AnyFlow is not implemented "
                                                                                    "in fvjax",
     "DiffusionNFTMethod": "DiffusionNFT (RL) is not implemented in fvjax",
