@@ -200,3 +200,29 @@ def test_step_flops_of_the_tiny_recipe_count_each_role_with_its_family():
     critic_step = rollout + 3 * forward["critic"]
     generator_step = rollout + 3 * forward["student"] + forward["critic"] + 2 * forward["teacher"]
     assert step_flops(recipe, runtime) == pytest.approx(2 * (critic_step + generator_step / 5))
+
+
+# ------------------------------------------------------------------------------------ where knobs are read
+
+def test_knobs_older_forms_write_in_training_are_read_with_fastvideo_mains_defaults():
+    """DMD2's older forms put the update interval, the guidance scale and the score-timestep range in
+    training:; Self-Forcing reads them there too (never silently dropped), and without them keeps FastVideo
+    main's defaults, not TrainingArgs' (interval 5)."""
+    from pathlib import Path
+
+    import yaml
+
+    from fvjax.recipe import parse_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "configs/examples/tiny_self_forcing.yaml").read_text())
+    for key in ("generator_update_interval", "real_score_guidance_scale"):
+        del raw["method_config"][key]
+    defaults = parse_recipe(yaml.safe_dump(raw), "sf.yaml", device_count=1).method_config
+    assert (defaults.generator_update_interval, defaults.real_score_guidance_scale) == (1, 1.0)
+    assert (defaults.min_timestep_ratio, defaults.max_timestep_ratio) == (0.0, 1.0)
+    raw["training"].update(generator_update_interval=3, real_score_guidance_scale=2.5, min_timestep_ratio=0.02,
+                           max_timestep_ratio=0.98)
+    given = parse_recipe(yaml.safe_dump(raw), "sf.yaml", device_count=1).method_config
+    assert (given.generator_update_interval, given.real_score_guidance_scale) == (3, 2.5)
+    assert (given.min_timestep_ratio, given.max_timestep_ratio) == (0.02, 0.98)

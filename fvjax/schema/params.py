@@ -55,7 +55,7 @@ class Param:
     name: str
     sources: tuple[Source, ...]
     default: Any = None                           # REQUIRED, FROM_CONTEXT, FromTraining(field) or a value
-                                                  # (a value is used only if there is no TRAINING source)
+                                                  # (None: the TrainingArgs default of a TRAINING source)
     check: Callable[[Any, object, str], None] | None = None
     missing_hint: str = ""
     stored: bool = True                           # False: read and checked, but not a field of the config
@@ -144,7 +144,7 @@ def resolve_params(params: tuple[Param, ...], given: dict[str, Given], *,
                 value = context[param.name]
             elif isinstance(param.default, FromTraining):
                 value = _training_value(given, param.default.field, training_defaults)
-            elif training_src is not None:
+            elif training_src is not None and param.default is None:
                 value = training_src.to_param(training_defaults[training_src.key])
             else:
                 value = param.default

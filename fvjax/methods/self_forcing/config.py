@@ -1,5 +1,6 @@
-"""`SelfForcingConfig`: DMD2's knobs (same places, same readers: fvjax/methods/dmd2/config.py) plus the
-causal rollout's, which only `method_config:` holds (FastVideo's current schema `method:` block maps
+"""`SelfForcingConfig`: DMD2's knobs (same places, same readers: fvjax/methods/dmd2/config.py; the four
+whose defaults differ are read from training: too, as DMD2's are) plus the causal rollout's, which only
+`method_config:` holds (FastVideo's current schema `method:` block maps
 onto it; its legacy TrainingArgs spelled them differently and hard-coded some, so the older forms give
 them in method_config too).
 
@@ -18,7 +19,7 @@ import dataclasses
 from fvjax.errors import fail
 from fvjax.methods.dmd2.config import CFG_FASTVIDEO, CFG_STANDARD, DMD2_PARAMS, SIMULATE, DMD2Config, _check_guidance
 from fvjax.schema import fields as F
-from fvjax.schema.params import METHOD, Param, Source
+from fvjax.schema.params import METHOD, TRAINING, Param, Source
 
 SDE, ODE = "sde", "ode"
 
@@ -70,15 +71,19 @@ def _ratio(name: str, default: float) -> Param:
     def check(value: float, where: object, key: str) -> None:
         if not 0.0 <= value <= 1.0:
             fail(where, key, f"is {value}; must be in [0, 1]")
-    return Param(name, (Source(METHOD, name, F.null_means(default, F.read_float)),), default, check)
+    return Param(name, (Source(METHOD, name, F.null_means(default, F.read_float)), Source(TRAINING, name)), default,
+                 check)
 
 
 # DMD2's knobs that keep DMD2's places (method_config, or training: / pipeline_config: in older forms), then
 # those whose default is FastVideo main's SelfForcingMethod's (method_config only), then the rollout's.
 SELF_FORCING_PARAMS: tuple[Param, ...] = tuple(p for p in DMD2_PARAMS if p.name not in _DMD2_CHANGED) + (
-    Param("generator_update_interval", (Source(METHOD, "generator_update_interval", F.read_int),), 1),
-    Param("real_score_guidance_scale", (Source(METHOD, "real_score_guidance_scale", F.read_float),), 1.0,
-          _check_guidance),
+    # Older forms write these in training: (as DMD2's); the defaults stay FastVideo main's. A scale given
+    # there is read in real_score_guidance_form (standard unless method_config says fastvideo).
+    Param("generator_update_interval", (Source(METHOD, "generator_update_interval", F.read_int),
+                                        Source(TRAINING, "generator_update_interval")), 1),
+    Param("real_score_guidance_scale", (Source(METHOD, "real_score_guidance_scale", F.read_float),
+                                        Source(TRAINING, "real_score_guidance_scale")), 1.0, _check_guidance),
     Param("real_score_guidance_form", (Source(METHOD, "real_score_guidance_form",
                                               F.choice((CFG_FASTVIDEO, CFG_STANDARD))),), CFG_STANDARD),
     _ratio("min_timestep_ratio", 0.0),
