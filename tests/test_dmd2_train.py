@@ -22,8 +22,8 @@ from fvjax.methods.dmd2.schedule import NoiseLevels, denoising_steps
 from fvjax.training.optim import OptimizerConfig, build_optimizer
 from fvjax.training.roles import RoleModel, RoleState
 from test_dmd2_units import ClosedFormRole
-from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step,
-                            train_command, train_in_process, write_recipe)
+from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step, role_arrays,
+                            same_arrays, train_command, train_in_process, write_recipe)
 
 # ----------------------------------------------------- a distillation whose teacher is a known function
 
@@ -132,30 +132,20 @@ def straight_run(tmp_path_factory, data):
     return root / "out"
 
 
-def _role_arrays(arrays: dict, role: str, field: str = "") -> dict:
-    prefix = f"['{role}']" + (f"['{field}']" if field else "")
-    return {k: v for k, v in arrays.items() if k.startswith(prefix)}
-
-
-def _same(a: dict, b: dict) -> bool:
-    assert a.keys() == b.keys() and a
-    return all(np.array_equal(a[k], b[k]) for k in a)
-
-
 def test_student_changes_only_on_update_steps_critic_every_step(straight_run):
     rows = metrics_by_step(straight_run)
     previous = checkpoint_arrays(straight_run, 1)
     assert not any("teacher" in k for k in previous)   # the frozen teacher is never checkpointed
-    assert _role_arrays(previous, "student", "ema")      # the recipe's ema_decay gives the student an EMA
+    assert role_arrays(previous, "student", "ema")      # the recipe's ema_decay gives the student an EMA
     for step in range(2, STEPS + 1):
         current = checkpoint_arrays(straight_run, step)
         update = step % INTERVAL == 0
         assert rows[step]["student/update"] == float(update)
         # Params, optimizer state (moments, counts), EMA and update count: all untouched off update steps.
-        assert _same(_role_arrays(current, "student"), _role_arrays(previous, "student")) == (not update), step
-        assert not _same(_role_arrays(current, "student", "params"), _role_arrays(previous, "student", "params")) \
+        assert same_arrays(role_arrays(current, "student"), role_arrays(previous, "student")) == (not update), step
+        assert not same_arrays(role_arrays(current, "student", "params"), role_arrays(previous, "student", "params")) \
             == update, step
-        assert not _same(_role_arrays(current, "critic", "params"), _role_arrays(previous, "critic", "params")), step
+        assert not same_arrays(role_arrays(current, "critic", "params"), role_arrays(previous, "critic", "params")), step
         assert int(current["['critic']['step']"]) == step and int(current["['student']['step']"]) == step // INTERVAL
         assert np.isfinite(rows[step]["critic/flow_loss"]) and (rows[step]["student/dmd_loss"] > 0) == update
         previous = current
@@ -172,7 +162,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, data, straight_run):
 
     expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
     assert expected.keys() == got.keys()
-    assert _role_arrays(got, "student", "opt_state") and _role_arrays(got, "critic", "opt_state")
+    assert role_arrays(got, "student", "opt_state") and role_arrays(got, "critic", "opt_state")
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
     straight, before, after = metrics_by_step(straight_run), metrics_by_step(killed), metrics_by_step(resumed)

@@ -30,8 +30,8 @@ from fvjax.training.optim import OptimizerConfig, build_optimizer
 from fvjax.training.roles import RoleModel, RoleState
 from test_dmd2_train import EIGHT_DEVICE_POOL_THREADS
 from test_dmd2_units import ClosedFormRole
-from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step,
-                            train_command, train_in_process, write_recipe)
+from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step, role_arrays,
+                            same_arrays, train_command, train_in_process, write_recipe)
 
 # ----------------------------------------------------- a distillation whose teacher is a known function
 
@@ -146,16 +146,6 @@ def straight_run(tmp_path_factory, data):
     return root / "out"
 
 
-def _role_arrays(arrays: dict, role: str, field: str = "") -> dict:
-    prefix = f"['{role}']" + (f"['{field}']" if field else "")
-    return {k: v for k, v in arrays.items() if k.startswith(prefix)}
-
-
-def _same(a: dict, b: dict) -> bool:
-    assert a.keys() == b.keys() and a
-    return all(np.array_equal(a[k], b[k]) for k in a)
-
-
 def test_trainer_steps_the_causal_student_on_update_steps_and_the_critic_every_step(straight_run):
     rows = metrics_by_step(straight_run)
     previous = checkpoint_arrays(straight_run, 1)
@@ -164,8 +154,8 @@ def test_trainer_steps_the_causal_student_on_update_steps_and_the_critic_every_s
         current = checkpoint_arrays(straight_run, step)
         update = step % INTERVAL == 0
         assert rows[step]["student/update"] == float(update)
-        assert _same(_role_arrays(current, "student"), _role_arrays(previous, "student")) == (not update), step
-        assert not _same(_role_arrays(current, "critic", "params"), _role_arrays(previous, "critic", "params")), step
+        assert same_arrays(role_arrays(current, "student"), role_arrays(previous, "student")) == (not update), step
+        assert not same_arrays(role_arrays(current, "critic", "params"), role_arrays(previous, "critic", "params")), step
         assert np.isfinite(rows[step]["critic/flow_loss"]) and (rows[step]["student/dmd_loss"] > 0) == update
         previous = current
 
@@ -189,7 +179,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, data, straight_run):
     recipe = write_recipe(tmp_path / "recipe.yaml", sf_recipe(data, resumed))
     assert train_in_process(recipe, "--resume-from-checkpoint", str(killed / "checkpoints" / str(HALF))) == 0
     expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
-    assert expected.keys() == got.keys() and _role_arrays(got, "student", "opt_state")
+    assert expected.keys() == got.keys() and role_arrays(got, "student", "opt_state")
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 

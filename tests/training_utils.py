@@ -107,3 +107,15 @@ def checkpoint_arrays(output_dir: Path, step: int) -> dict[str, np.ndarray]:
 
 def subprocess_env() -> dict:
     return dict(os.environ)
+
+
+def role_arrays(arrays: dict, role: str, field: str = "") -> dict:
+    """The entries of `checkpoint_arrays` under one role (and one of its fields: params, ema, ...)."""
+    prefix = f"['{role}']" + (f"['{field}']" if field else "")
+    return {k: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def same_arrays(a: dict, b: dict) -> bool:
+    """Two non-empty dicts of arrays hold the same keys and bit-identical values."""
+    assert a.keys() == b.keys() and a
+    return all(np.array_equal(a[k], b[k]) for k in a)

@@ -16,12 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from fvjax.errors import fail
-from fvjax.methods.common import apply_gradients, purpose_key
+from fvjax.methods.common import one_role_update, purpose_key
 from fvjax.methods.dfsft.config import DFSFTConfig
 from fvjax.methods.finetune.config import X0
 from fvjax.methods.kd.update import block_step_indices
 from fvjax.schedulers import flow_matching as fm
-from fvjax.training.optim import accumulate_gradients
 from fvjax.training.roles import RoleModel
 
 
@@ -66,13 +65,4 @@ def make_update(cfg: DFSFTConfig, models: dict[str, RoleModel], compute_dtype) -
         loss = jnp.mean(per_frame * weights[index])
         return loss, {"student/timestep_mean": jnp.mean(t)}
 
-    def update(states, frozen, batch, key):
-        del frozen  # no frozen roles
-        state = states["student"]
-        (loss, aux), grads = accumulate_gradients(loss_fn, state.params, batch, key)
-        new_state, metrics = apply_gradients(student, state, grads)
-        metrics.update(aux)
-        metrics["student/dfsft_loss"] = loss
-        return {"student": new_state}, metrics
-
-    return update
+    return one_role_update(student, loss_fn, "dfsft_loss")

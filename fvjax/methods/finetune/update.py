@@ -14,9 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from fvjax.schedulers import flow_matching as fm
-from fvjax.methods.common import apply_gradients, purpose_key
+from fvjax.methods.common import one_role_update, purpose_key
 from fvjax.methods.finetune.config import X0, FinetuneConfig
-from fvjax.training.optim import accumulate_gradients
 from fvjax.training.roles import RoleModel
 
 
@@ -35,13 +34,4 @@ def make_update(cfg: FinetuneConfig, models: dict[str, RoleModel], compute_dtype
         loss = fm.flow_matching_loss(pred, x0, noise, x_t, ts.sigma, precondition_outputs=cfg.pred_type == X0)
         return loss, {"student/timestep_mean": jnp.mean(ts.timestep)}
 
-    def update(states, frozen, batch, key):
-        del frozen  # finetuning has no frozen roles
-        state = states["student"]
-        (loss, aux), grads = accumulate_gradients(loss_fn, state.params, batch, key)
-        new_state, metrics = apply_gradients(student, state, grads)
-        metrics.update(aux)
-        metrics["student/loss"] = loss
-        return {"student": new_state}, metrics
-
-    return update
+    return one_role_update(student, loss_fn, "loss")

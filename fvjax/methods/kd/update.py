@@ -19,10 +19,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fvjax.methods.common import apply_gradients, purpose_key
+from fvjax.methods.common import one_role_update, purpose_key
 from fvjax.methods.kd.config import BLOCK, KDConfig
 from fvjax.schedulers.few_step import NoiseLevels
-from fvjax.training.optim import accumulate_gradients
 from fvjax.training.roles import RoleModel
 
 
@@ -90,13 +89,4 @@ def make_update(cfg: KDConfig, models: dict[str, RoleModel], compute_dtype) -> C
             loss = 0.5 * jnp.mean((x0 - clean) ** 2)
         return loss, {"student/mean_step_index": jnp.mean(inputs.index.astype(jnp.float32))}
 
-    def update(states, frozen, batch, key):
-        del frozen  # the teacher only made the trajectories
-        state = states["student"]
-        (loss, aux), grads = accumulate_gradients(loss_fn, state.params, batch, key)
-        new_state, metrics = apply_gradients(student, state, grads)
-        metrics.update(aux)
-        metrics["student/kd_loss"] = loss
-        return {"student": new_state}, metrics
-
-    return update
+    return one_role_update(student, loss_fn, "kd_loss")
