@@ -18,6 +18,7 @@ import sys
 from typing import Sequence
 
 from fvjax.errors import ArgumentParser, cli_entry, fail
+from fvjax.methods.registry import available_methods
 
 PROG = "python -m fvjax.train"
 
@@ -32,7 +33,8 @@ EPILOG = ("Recipe overrides: any --dotted.key VALUE (or --dotted.key=VALUE) sets
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=PROG, hint=USAGE, allow_abbrev=False, epilog=EPILOG,
-                            description="Train (distill or finetune) from one YAML recipe.")
+                            description="Train from one YAML recipe; its method is one of: "
+                                        f"{', '.join(available_methods())}.")
     parser.add_argument("--config", required=True, metavar="PATH", help="the recipe YAML file")
     parser.add_argument("--resume-from-checkpoint", metavar="PATH|latest",
                         help="a checkpoint directory, an output directory, or 'latest' (in output_dir)")
