@@ -206,6 +206,12 @@ def check(condition: bool, where: object, key: str, message: str) -> None:
 MAX_FLOW_SHIFT = 1000.0   # Wan uses 1..17; beyond this the shifted table loses all float32 resolution
 
 
+def check_unit_interval(value: float, where: object, key: str) -> None:
+    """A ratio (of the timestep range, of a schedule): within [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        fail(where, key, f"is {value}; must be in [0, 1]")
+
+
 def check_flow_shift(value: float, where: object, key: str) -> None:
     if not 0 < value <= MAX_FLOW_SHIFT:
         fail(where, key, f"is {value:g}; flow_shift must be in (0, {MAX_FLOW_SHIFT:g}] (Wan uses 3 to 12)")

@@ -50,17 +50,12 @@ def _check_positive(value: int, where: object, key: str) -> None:
         fail(where, key, f"is {value}; must be >= 1")
 
 
-def _check_ratio(value: float, where: object, key: str) -> None:
-    if not 0.0 <= value <= 1.0:
-        fail(where, key, f"is {value}; must be in [0, 1]")
-
-
 DFSFT_PARAMS: tuple[Param, ...] = (
     Param("chunk_size", (Source(METHOD, "chunk_size", F.null_means(3, _chunk_size)),), 3, _check_positive),
     Param("min_timestep_ratio", (Source(METHOD, "min_timestep_ratio", F.null_means(0.0, F.read_float)),), 0.0,
-          _check_ratio),
+          F.check_unit_interval),
     Param("max_timestep_ratio", (Source(METHOD, "max_timestep_ratio", F.null_means(1.0, F.read_float)),), 1.0,
-          _check_ratio),
+          F.check_unit_interval),
     Param("pred_type", (
         Source(METHOD, "pred_type", F.choice((VELOCITY, X0), aliases={"v": VELOCITY, "flow": VELOCITY})),
         Source(TRAINING, "precondition_outputs", None, lambda b: X0 if b else VELOCITY, lambda p: p == X0),

@@ -74,11 +74,6 @@ def _check_guidance(value: float, where: object, key: str) -> None:
              "recipes use 3.5 in the legacy form, 4.5 in the standard one)")
 
 
-def _check_ratio(value: float, where: object, key: str) -> None:
-    if not 0.0 <= value <= 1.0:
-        fail(where, key, f"is {value}; must be in [0, 1]")
-
-
 _rollout = F.choice((SIMULATE, DATA_LATENT), aliases=ROLLOUT_ALIASES)
 
 DMD2_PARAMS: tuple[Param, ...] = (
@@ -108,11 +103,11 @@ DMD2_PARAMS: tuple[Param, ...] = (
     Param("min_timestep_ratio", (
         Source(METHOD, "min_timestep_ratio", F.null_means(0.0, F.read_float)),   # null: the full range
         Source(TRAINING, "min_timestep_ratio"),
-    ), check=_check_ratio),
+    ), check=F.check_unit_interval),
     Param("max_timestep_ratio", (
         Source(METHOD, "max_timestep_ratio", F.null_means(1.0, F.read_float)),
         Source(TRAINING, "max_timestep_ratio"),
-    ), check=_check_ratio),
+    ), check=F.check_unit_interval),
     Param("flow_shift", (Source(PIPELINE, "flow_shift"),), FROM_CONTEXT, F.check_flow_shift),
     Param("student_flow_shift", (Source(METHOD, "student_flow_shift", F.optional(F.read_float)),), None,
           lambda v, where, key: v is None or F.check_flow_shift(v, where, key)),

@@ -68,11 +68,8 @@ _DMD2_CHANGED = ("rollout_mode", "student_flow_shift", "generator_update_interva
 
 
 def _ratio(name: str, default: float) -> Param:
-    def check(value: float, where: object, key: str) -> None:
-        if not 0.0 <= value <= 1.0:
-            fail(where, key, f"is {value}; must be in [0, 1]")
     return Param(name, (Source(METHOD, name, F.null_means(default, F.read_float)), Source(TRAINING, name)), default,
-                 check)
+                 F.check_unit_interval)
 
 
 # DMD2's knobs that keep DMD2's places (method_config, or training: / pipeline_config: in older forms), then
