@@ -4,11 +4,11 @@
 
 N is batch x heads. XLA:CPU hands the batched attention (scores, softmax, values) to one YNNPACK fusion
 that runs at about half the speed of the same products done head by head: at Wan2.1-1.3B widths and
-1,280 tokens the batched form takes 0.10 s, this one 0.05 s (benchmarks/attention_cpu_pieces.py), the
-difference between fvjax's DiT forward and Diffusers' on the CPU. Below ~512 x 512 scores per head the
+1,280 tokens the batched form takes 0.10 s, this one 0.06 s (benchmarks/attention_cpu_pieces.py; most of
+the difference between fvjax's DiT forward and Diffusers' on the CPU). Below ~512 x 512 scores per head the
 batched form is faster (the loop's per-head overhead), so `xla_attention` picks this only above that.
 
-The softmax is taken in base 2 (the scale times log2(e) folded into q; exp2 is cheaper than exp) and
+The softmax is taken in base 2 (the logits scaled by log2(e) too; exp2 is cheaper than exp) and
 normalised after the values product (an [Lq, D] division instead of an [Lq, Lk] one). The backward
 is FlashAttention's: it keeps q, k, v, the output and each row's log-sum-exp, not the [Lq, Lk]
 probabilities, and recomputes them head by head. Logits and both accumulations are fp32, whatever the
