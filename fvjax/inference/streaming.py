@@ -88,29 +88,29 @@ def chunk_step(graphdef, params, cache, noise_chunk: jax.Array, context: jax.Arr
     steps = spec.denoising_steps
     dtype = model.dtype
 
-    def velocity(x, t):
-        out, kv = model.chunk(x.astype(dtype), jnp.full((b, frames), t, jnp.float32), context, cache, start_frame)
-        return out, kv
+    def at(t):   # per-frame timesteps [B, Fc]: the rollout's step functions (SelfForcingLevels.*_frames)
+        return jnp.full((b, frames), t, jnp.float32)
+
+    def velocity(x, t_frames):
+        return model.chunk(x.astype(dtype), t_frames, context, cache, start_frame)
 
     x = noise_chunk.astype(jnp.float32)
     x0 = x
     for k, t in enumerate(steps):
-        v, _ = velocity(x, t)
-        x0 = levels.x0_from_velocity(x, v, jnp.float32(t))
+        v, _ = velocity(x, at(t))
+        x0 = levels.x0_from_velocity_frames(x, v, at(t))
         if k + 1 < len(steps):
-            t_next = jnp.float32(steps[k + 1])
             if spec.sample_type == "sde":
                 eps = jax.random.normal(jax.random.fold_in(key, k), x.shape, jnp.float32)
+                x = levels.add_noise_frames(x0, eps, at(steps[k + 1]))
             else:
-                sigma = levels.sigma(jnp.float32(t))
-                eps = (x - (1 - sigma) * x0) / jnp.maximum(sigma, 1e-8)
-            x = levels.add_noise(x0, eps, t_next)
+                x = levels.ode_renoise_frames(x, x0, at(t), at(steps[k + 1]))
     if spec.context_noise > 0:
         eps = jax.random.normal(jax.random.fold_in(key, len(steps)), x0.shape, jnp.float32)
-        ctx, t_ctx = levels.add_noise(x0, eps, jnp.float32(spec.context_noise)), spec.context_noise
+        ctx, t_ctx = levels.add_noise_frames(x0, eps, at(spec.context_noise)), spec.context_noise
     else:
         ctx, t_ctx = x0, 0.0
-    _, kv = velocity(ctx, t_ctx)
+    _, kv = velocity(ctx, at(t_ctx))
     return cache.write(kv, start_frame), x0
 
 
