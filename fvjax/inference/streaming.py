@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from fvjax.errors import fail
+from fvjax.keys import standard_normal
 from fvjax.models.causal_blocks import block_bounds
 from fvjax.methods.self_forcing.schedule import SelfForcingLevels, warp_steps
 
@@ -101,12 +102,12 @@ def chunk_step(graphdef, params, cache, noise_chunk: jax.Array, context: jax.Arr
         x0 = levels.x0_from_velocity_frames(x, v, at(t))
         if k + 1 < len(steps):
             if spec.sample_type == "sde":
-                eps = jax.random.normal(jax.random.fold_in(key, k), x.shape, jnp.float32)
+                eps = standard_normal(jax.random.fold_in(key, k), x.shape)
                 x = levels.add_noise_frames(x0, eps, at(steps[k + 1]))
             else:
                 x = levels.ode_renoise_frames(x, x0, at(t), at(steps[k + 1]))
     if spec.context_noise > 0:
-        eps = jax.random.normal(jax.random.fold_in(key, len(steps)), x0.shape, jnp.float32)
+        eps = standard_normal(jax.random.fold_in(key, len(steps)), x0.shape)
         ctx, t_ctx = levels.add_noise_frames(x0, eps, at(spec.context_noise)), spec.context_noise
     else:
         ctx, t_ctx = x0, 0.0

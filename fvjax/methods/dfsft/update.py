@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fvjax.errors import fail
+from fvjax.keys import standard_normal
 from fvjax.methods.common import one_role_update, purpose_key
 from fvjax.methods.dfsft.config import DFSFTConfig
 from fvjax.methods.finetune.config import X0
@@ -53,7 +54,7 @@ def make_update(cfg: DFSFTConfig, models: dict[str, RoleModel], compute_dtype) -
         index = block_step_indices(purpose_key(key, "timestep"), b, frames, cfg.chunk_size, low, high)
         t = jnp.asarray(table.timesteps)[index]                        # [b, T]
         sigma = jnp.asarray(table.sigmas)[index][:, None, :, None, None]
-        noise = jax.random.normal(purpose_key(key, "noise"), x0.shape, jnp.float32)
+        noise = standard_normal(purpose_key(key, "noise"), x0.shape)
         x_t = (1 - sigma) * x0 + sigma * noise
         pred = student.apply(params, x_t.astype(compute_dtype), t,
                              batch["text_embeds"].astype(compute_dtype)).astype(jnp.float32)

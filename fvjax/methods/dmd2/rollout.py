@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fvjax.keys import purpose_key
+from fvjax.keys import purpose_key, standard_normal
 from fvjax.schedulers.few_step import NoiseLevels, X0Fn, chain_scan, renoising_chain
 
 
@@ -34,7 +34,7 @@ def simulate_rollout(x0_fn: X0Fn, params, shape: tuple[int, ...], steps: jax.Arr
                      key: jax.Array) -> Rollout:
     steps = jnp.asarray(steps, jnp.float32)
     k = _exit_index(key, steps.shape[0])
-    noise = jax.random.normal(purpose_key(key, "initial_noise"), shape, jnp.float32)
+    noise = standard_normal(purpose_key(key, "initial_noise"), shape)
     chain = renoising_chain(x0_fn, params, noise, steps, levels, key)
     exit_input = chain[k]
     return Rollout(x0_fn(params, exit_input, steps[k]), k, exit_input)
@@ -46,7 +46,7 @@ def simulate_rollout_no_grad(x0_fn: X0Fn, params, shape: tuple[int, ...], steps:
     over all n steps (n forwards, as FastVideo's n - 1 + 1), so the model is compiled once, not twice."""
     steps = jnp.asarray(steps, jnp.float32)
     k = _exit_index(key, steps.shape[0])
-    noise = jax.random.normal(purpose_key(key, "initial_noise"), shape, jnp.float32)
+    noise = standard_normal(purpose_key(key, "initial_noise"), shape)
     _, inputs, x0s = chain_scan(x0_fn, params, noise, steps, levels, key, steps.shape[0])
     return Rollout(x0s[k], k, inputs[k])
 
@@ -55,6 +55,6 @@ def data_latent_rollout(x0_fn: X0Fn, params, latents: jax.Array, steps: jax.Arra
                         key: jax.Array) -> Rollout:
     steps = jnp.asarray(steps, jnp.float32)
     k = _exit_index(key, steps.shape[0])
-    noise = jax.random.normal(purpose_key(key, "latent_noise"), latents.shape, jnp.float32)
+    noise = standard_normal(purpose_key(key, "latent_noise"), latents.shape)
     exit_input = levels.add_noise(latents, noise, steps[k])
     return Rollout(x0_fn(params, exit_input, steps[k]), k, exit_input)

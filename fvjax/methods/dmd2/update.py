@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fvjax.keys import standard_normal
 from fvjax.methods.common import apply_gradients, learning_rate, purpose_key
 from fvjax.methods.dmd2 import NEGATIVE_PROMPT
 from fvjax.methods.dmd2.config import SIMULATE, DMD2Config
@@ -75,7 +76,7 @@ def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype, *,
         out = rollout(student_params, batch, purpose_key(key, "generator_rollout"))
         x0 = jax.lax.stop_gradient(out.x0)
         t = score_timestep(purpose_key(key, "dmd_timestep"), cfg)
-        x_t = levels.add_noise(x0, jax.random.normal(purpose_key(key, "dmd_noise"), x0.shape, jnp.float32), t)
+        x_t = levels.add_noise(x0, standard_normal(purpose_key(key, "dmd_noise"), x0.shape), t)
         cond = batch["text_embeds"]
         negative = jnp.broadcast_to(frozen[NEGATIVE_PROMPT]["embeds"], cond.shape[:1] + frozen[NEGATIVE_PROMPT]
                                     ["embeds"].shape).astype(cond.dtype)
@@ -95,7 +96,7 @@ def make_losses(cfg: DMD2Config, models: dict[str, RoleModel], compute_dtype, *,
         x0 = jax.lax.stop_gradient(
             rollout(student_params, batch, purpose_key(key, "critic_rollout"), grad=False).x0)
         t = score_timestep(purpose_key(key, "critic_timestep"), cfg)
-        noise = jax.random.normal(purpose_key(key, "critic_noise"), x0.shape, jnp.float32)
+        noise = standard_normal(purpose_key(key, "critic_noise"), x0.shape)
         x_t = levels.add_noise(x0, noise, t)
         velocity = critic.apply(critic_params, x_t.astype(compute_dtype), jnp.full((x0.shape[0],), t, jnp.float32),
                                 batch["text_embeds"].astype(compute_dtype))

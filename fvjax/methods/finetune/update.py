@@ -13,6 +13,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from fvjax.keys import standard_normal
 from fvjax.schedulers import flow_matching as fm
 from fvjax.methods.common import one_role_update, purpose_key
 from fvjax.methods.finetune.config import X0, FinetuneConfig
@@ -27,7 +28,7 @@ def make_update(cfg: FinetuneConfig, models: dict[str, RoleModel], compute_dtype
         x0 = batch["latents"].astype(jnp.float32)
         ts = fm.sample_timesteps(purpose_key(key, "timestep"), x0.shape[0], table, cfg.weighting_scheme or "uniform",
                                  cfg.logit_mean, cfg.logit_std, cfg.mode_scale)
-        noise = jax.random.normal(purpose_key(key, "noise"), x0.shape, jnp.float32)
+        noise = standard_normal(purpose_key(key, "noise"), x0.shape)
         x_t = fm.add_noise(x0, noise, ts.sigma)
         pred = student.apply(params, x_t.astype(compute_dtype), ts.timestep,
                              batch["text_embeds"].astype(compute_dtype))

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from fvjax.data.batches import TrainData
 from fvjax.errors import fail
-from fvjax.keys import purpose_key
+from fvjax.keys import purpose_key, standard_normal
 from fvjax.methods.api import DataContext
 from fvjax.methods.kd import cache
 from fvjax.methods.kd.config import KDConfig
@@ -40,7 +40,7 @@ TEACHER = "teacher"
 def initial_noise(seed: int, index: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """The trajectory's starting noise for source sample `index` (float32 `shape`)."""
     key = jax.random.fold_in(purpose_key(jax.random.key(seed), "kd_trajectory_noise"), index)
-    return jax.random.normal(key, shape, jnp.float32)
+    return standard_normal(key, shape)
 
 
 def model_fn_of(model: RoleModel, dtype) -> Callable:

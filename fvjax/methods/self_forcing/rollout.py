@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax.keys import purpose_key
+from fvjax.keys import purpose_key, standard_normal
 from fvjax.methods.dmd2.rollout import Rollout
 from fvjax.models.causal_blocks import block_sizes
 from fvjax.methods.self_forcing.config import SDE, SelfForcingConfig
@@ -50,7 +50,7 @@ def context_noise_key(key: jax.Array, chunk: jax.Array) -> jax.Array:
 
 
 def initial_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    return jax.random.normal(purpose_key(key, "initial_noise"), shape, jnp.float32)
+    return standard_normal(purpose_key(key, "initial_noise"), shape)
 
 
 def frame_timesteps(per_chunk: jax.Array, sizes: tuple[int, ...], batch: int) -> jax.Array:
@@ -84,7 +84,7 @@ def make_rollout(cfg: SelfForcingConfig, student: RoleModel, steps: np.ndarray, 
                 x, x0, _ = carry
                 is_context = j > exit_step
                 if cfg.context_noise > 0:
-                    eps = jax.random.normal(context_noise_key(key, chunk), x0.shape, jnp.float32)
+                    eps = standard_normal(context_noise_key(key, chunk), x0.shape)
                     context = levels.add_noise_frames(x0, eps, t_context)
                 else:   # FastVideo main: the clean prediction itself at t = 0
                     context = x0
@@ -94,7 +94,7 @@ def make_rollout(cfg: SelfForcingConfig, student: RoleModel, steps: np.ndarray, 
                 prediction = levels.x0_from_velocity_frames(inputs, velocity, t)
                 t_next = full(steps[jnp.minimum(j + 1, num_steps - 1)])
                 if cfg.student_sample_type == SDE:
-                    eps = jax.random.normal(step_noise_key(key, chunk, j), x.shape, jnp.float32)
+                    eps = standard_normal(step_noise_key(key, chunk, j), x.shape)
                     renoised = levels.add_noise_frames(prediction, eps, t_next)
                 else:
                     renoised = levels.ode_renoise_frames(x, prediction, t, t_next)
