@@ -1,6 +1,7 @@
 """The tiny DMD2 and finetune recipes give the same metrics, bit for bit, as the figures recorded in
 tests/golden/tiny_losses.json (recorded at commit bca90f3, before the plug-in redesign of issue 12, by
-running this file with FVJAX_RECORD_GOLDEN=1). A refactor that changes no maths keeps every figure; one
+running this file with FVJAX_RECORD_GOLDEN=1; re-recorded for fp32 rounding changes since, each commit saying
+why: `git log tests/golden`). A refactor that changes no maths keeps every figure; one
 that changes the numbers on purpose re-records them and says why in its commit."""
 from __future__ import annotations
 
