@@ -73,9 +73,13 @@ class ConditionEmbedder(nnx.Module):
         Returns temb [B, Ft, D] (fp32; drives the output head), modulation [B, Ft, 6, D] (fp32;
         drives the blocks) and text tokens [B, Lt, D] in the compute dtype.
         """
+        temb, mod = self.time(timestep)
+        return temb, mod, self.text_embedder(text)
+
+    def time(self, timestep: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The time path alone: timestep [B] or [B, Ft] -> temb [B, Ft, D], modulation [B, Ft, 6, D] (fp32)."""
         if timestep.ndim == 1:
             timestep = timestep[:, None]
         temb = self.time_embedder(timestep_sinusoid(timestep, self.freq_dim))
         mod = self.time_proj(jax.nn.silu(temb))
-        mod = mod.reshape(*mod.shape[:-1], 6, mod.shape[-1] // 6)
-        return temb, mod, self.text_embedder(text)
+        return temb, mod.reshape(*mod.shape[:-1], 6, mod.shape[-1] // 6)

@@ -122,10 +122,13 @@ class WanTransformer(nnx.Module):
             raise ValueError(f"per-frame timestep has {timestep.shape[1]} frames; the latent has {grid[0]} "
                              "(after temporal patching)")
 
-        tokens = self.patch_embedding(patchify(x, cfg.patch_size).astype(self.dtype))
-        tokens = constrain(tokens.astype(self.residual_dtype), ACT_AXES)
         temb, modulation, context = self.condition_embedder(timestep, text)
-        return tokens, temb, modulation, constrain(context, TEXT_AXES), grid
+        return self._tokens(x), temb, modulation, constrain(context, TEXT_AXES), grid
+
+    def _tokens(self, x: jax.Array) -> jax.Array:
+        """Patch tokens [B, L, D] of a latent [B, C, F, H, W] (already checked by _grid)."""
+        tokens = self.patch_embedding(patchify(x, self.config.patch_size).astype(self.dtype))
+        return constrain(tokens.astype(self.residual_dtype), ACT_AXES)
 
     def _head(self, tokens: jax.Array, temb: jax.Array, grid: tuple[int, int, int]) -> jax.Array:
         cfg = self.config

@@ -7,6 +7,9 @@ WanAttention.self_attention), all built on `fvjax.models.attention.attention`.
   chunk's K/V are written into a scratch copy of the layer's buffer at their slots and a key mask over
   the slots (from the cache's frame bookkeeping) drops empty and out-of-window ones. Side output: the
   chunk's roped (k, v), for the caller to write.
+- teacher_forcing: the [clean | noisy] sequence (2F frames) of FastVideo's teacher forcing; clean block i
+  attends to clean blocks <= i, noisy block i to clean blocks < i and itself — two static key ranges, one
+  unmasked call per query block, no [2L, 2L] mask.
 - with_context: the full sequence again, but block i's earlier frames come from the cache (constants:
   stop_gradient) instead of from x; static slices of a cache whose slot is the frame.
 """
@@ -44,6 +47,25 @@ def block_causal(config: CausalWanConfig, bounds, tokens_per_frame: int, backend
             keys = jnp.concatenate([_frames_slice(k, lo, hi, s) for lo, hi in ranges], axis=1)
             values = jnp.concatenate([_frames_slice(v, lo, hi, s) for lo, hi in ranges], axis=1)
             outs.append(attention(_frames_slice(q, start, end, s), keys, values, backend=backend))
+        return jnp.concatenate(outs, axis=1), None
+
+    return attend
+
+
+def teacher_forcing(bounds, num_frames: int, tokens_per_frame: int, backend: str):
+    """Over [clean frames 0..F-1 | noisy frames 0..F-1]: the clean half is block-causal among itself; noisy
+    block [start, end) sees the clean frames [0, start) (the ground-truth history, not its own noisy past)
+    and its own noisy frames. Global only (FastVideo has no windowed teacher forcing)."""
+    s, noisy = tokens_per_frame, num_frames
+
+    def attend(q, k, v):
+        outs = [attention(_frames_slice(q, start, end, s), _frames_slice(k, 0, end, s),
+                          _frames_slice(v, 0, end, s), backend=backend) for start, end in bounds]
+        for start, end in bounds:
+            ranges = ((0, start),) * (start > 0) + ((noisy + start, noisy + end),)
+            keys = jnp.concatenate([_frames_slice(k, lo, hi, s) for lo, hi in ranges], axis=1)
+            values = jnp.concatenate([_frames_slice(v, lo, hi, s) for lo, hi in ranges], axis=1)
+            outs.append(attention(_frames_slice(q, noisy + start, noisy + end, s), keys, values, backend=backend))
         return jnp.concatenate(outs, axis=1), None
 
     return attend

@@ -7,9 +7,10 @@ blocks, per-frame timesteps [B, F], block-causal self-attention and a functional
     out, new_kv = model.chunk(x_chunk, t [B, Fc], text, cache, start)     # one chunk against the cache
     cache = cache.write(new_kv, start)
     out = model.with_context(x, t [B, F], text, cache)                   # Self-Forcing's grad pass
+    out = model.teacher_forcing(x_t, t [B] or [B, F], text, x0)          # teacher-forcing SFT
 
 Blocks (fvjax/models/causal_blocks.py): the full-sequence mode uses FastVideo's mask, blocks counted from
-frame 0 (a short block last); `with_context` uses the rollout's chunks (the remainder first), as the
+frame 0 (a short block last), and so does `teacher_forcing` (FastVideo's teacher-forcing mask); `with_context` uses the rollout's chunks (the remainder first), as the
 chunks it reproduces were streamed. The module never mutates anything; `start` may be traced (RoPE at
 absolute frame positions, slots from the bookkeeping). Temporal patch size 1 only (every Wan2.1
 checkpoint): a latent frame is a token frame.
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fvjax.families.wan.block import ACT_AXES
 from fvjax.families.wan.causal import attention as patterns
 from fvjax.families.wan.causal.cache import ChunkKV, KVCache, empty_cache, written_frames
 from fvjax.families.wan.causal.config import CausalWanConfig, block_bounds
@@ -96,6 +98,37 @@ class CausalWanTransformer(WanTransformer):
         tokens, _ = self._run_causal(tokens, context, modulation, self._rope(grid), make_attend, (cache.k, cache.v))
         return self._head(tokens, temb, grid)
 
+    def teacher_forcing(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any, clean_x: Any,
+                        aug_t: Any = None) -> jax.Array:
+        """FastVideo's teacher forcing (its `clean_x`): noisy [B, C, F, H, W] at `timestep` ([B] or [B, F])
+        denoised with the clean latent [B, C, F, H, W] as context -> [B, Cout, F, H, W].
+
+        One sequence [clean | noisy] of 2F frames: clean frame j and noisy frame j share RoPE position j and
+        the clean frames are modulated by `aug_t` (default 0, FastVideo's: the clean copy is the data itself);
+        attention is patterns.teacher_forcing (noisy block i sees the clean frames before it, never its own
+        noisy past); only the noisy half reaches the head."""
+        if self.config.windowed:
+            raise ValueError(f"teacher forcing attends to the whole clean history; this causal Wan has a window "
+                             f"(local_attn_size {self.config.local_attn_size}), and FastVideo has no windowed "
+                             "teacher forcing: use local_attn_size -1")
+        x, clean = jnp.asarray(hidden_states), jnp.asarray(clean_x)
+        if clean.shape != x.shape:
+            raise ValueError(f"clean_x has shape {clean.shape}; it must match hidden_states {x.shape}")
+        grid = self._grid(x.shape)
+        t = _per_frame(timestep, x.shape[0], grid[0])
+        aug = jnp.zeros_like(t) if aug_t is None else _per_frame(aug_t, x.shape[0], grid[0]).astype(t.dtype)
+        tokens, temb, modulation, context, grid = self._embed(x, t, encoder_hidden_states)
+        _, clean_modulation = self.condition_embedder.time(aug)
+        # Tokens are frame-major, so per-frame modulation [B, 2F, 6, D] lines up with [clean | noisy].
+        tokens = constrain(jnp.concatenate([self._tokens(clean), tokens], axis=1), ACT_AXES)
+        modulation = jnp.concatenate([clean_modulation, modulation], axis=1)
+        cos, sin = self._rope(grid)
+        rope = tuple(constrain(jnp.concatenate([a, a]), ROPE_AXES) for a in (cos, sin))
+        bounds = self._bounds(grid[0], remainder_first=False)
+        attend = patterns.teacher_forcing(bounds, grid[0], grid[1] * grid[2], self.attention_backend)
+        tokens, _ = self._run_causal(tokens, context, modulation, rope, lambda _: attend, None)
+        return self._head(tokens[:, tokens.shape[1] // 2:], temb, grid)
+
     # ------------------------------------------------------------------ helpers
 
     def empty_cache(self, batch: int, max_frames: int, latent_hw: tuple[int, int], dtype: Any = None,
@@ -140,6 +173,12 @@ class CausalWanTransformer(WanTransformer):
             return block.forward(carry, context, modulation, rope, make_attend(inputs))
 
         return jax.lax.scan(remat(body, self.remat_policy), tokens, (stacked, layer_inputs), unroll=self.scan_unroll)
+
+
+def _per_frame(timestep: Any, batch: int, num_frames: int) -> jax.Array:
+    """A timestep given as a scalar, [B] or [B, F] as [B, F]."""
+    t = jnp.asarray(timestep)
+    return jnp.broadcast_to(t[:, None] if t.ndim == 1 else t, (batch, num_frames))
 
 
 def abstract_model(config: CausalWanConfig, param_dtype=jnp.float32, **model_kwargs) -> CausalWanTransformer:
