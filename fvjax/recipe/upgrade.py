@@ -201,8 +201,10 @@ def current_schema(recipe: Recipe, spell: Callable[[str], str] | None = None) ->
         if role.lora is not None:
             entry["lora"] = lora_mapping(role.lora)
         doc["models"][name] = entry
-    # finetune and dfsft train on the student's own shift (flow_shift); DMD2 / Self-Forcing name it apart; KD has none
-    student_shift = c.flow_shift if recipe.method in ("finetune", "dfsft") else getattr(c, "student_flow_shift", None)
+    # finetune, dfsft and tfsft train on the student's own shift (flow_shift); DMD2 / Self-Forcing name it apart;
+    # KD has none
+    own_shift = recipe.method in ("finetune", "dfsft", "tfsft")
+    student_shift = c.flow_shift if own_shift else getattr(c, "student_flow_shift", None)
     if student_shift is not None and student_shift != DEFAULT_FLOW_SHIFT:
         doc["models"][sampled]["flow_shift"] = student_shift
     if recipe.method == "dmd2" and c.student_flow_shift is None:

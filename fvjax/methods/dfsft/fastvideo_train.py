@@ -1,7 +1,7 @@
 """Diffusion-forcing SFT in FastVideo's current schema (`method: {_target_: ...DiffusionForcingSFTMethod,
 chunk_size, min/max_timestep_ratio}`): the keys are fvjax's; the table's shift is the student's own scheduler's,
-models.student.flow_shift (default 3.0), as the finetune method. TeacherForcingSFTMethod is refused (its
-[clean | noisy] attention is not in fvjax's causal Wan)."""
+models.student.flow_shift (default 3.0), as the finetune method. TeacherForcingSFTMethod (tfsft) is the same
+block with the same keys and defaults."""
 from __future__ import annotations
 
 from fvjax.methods.api import FastVideoMethodContext
@@ -9,6 +9,9 @@ from fvjax.methods.api import FastVideoMethodContext
 TARGETS = ("fastvideo.train.methods.fine_tuning.dfsft.DiffusionForcingSFTMethod",
            "fastvideo.train.methods.fine_tuning.DiffusionForcingSFTMethod",
            "fastvideo.train.methods.DiffusionForcingSFTMethod")
+TEACHER_FORCING_TARGETS = ("fastvideo.train.methods.fine_tuning.tfsft.TeacherForcingSFTMethod",
+                           "fastvideo.train.methods.fine_tuning.TeacherForcingSFTMethod",
+                           "fastvideo.train.methods.TeacherForcingSFTMethod")
 DEFAULTS = {"chunk_size": 3, "min_timestep_ratio": 0.0, "max_timestep_ratio": 1.0}
 
 

@@ -6,6 +6,10 @@ timestep t [b, T] and sigma: x_t = (1 - sigma) x0 + sigma eps per frame. One blo
 per-frame MSE over (C, H, W) of v against eps - x0 (pred_type x0: x_t - sigma v against x0), weighted by a
 fixed Gaussian over the index (exp(-2 ((i - N/2) / N)^2), shifted to minimum 0, normalised to mean 1 over the
 N table entries: mid-noise levels count most), mean over frames and samples, float32.
+
+Teacher forcing (FastVideo's TeacherForcingSFTMethod, a DFSFT subclass that only passes `clean_x`): the same
+draws and loss; the forward is the causal Wan's `teacher_forcing`, whose noisy block i attends to the clean
+latents of the blocks before it instead of their noisy copies. The loss keeps FastVideo's name, dfsft_loss.
 """
 from __future__ import annotations
 
@@ -41,9 +45,24 @@ def check_chunk_size(cfg: DFSFTConfig, student: RoleModel) -> None:
              f"is {expected}; they must be equal (FastVideo checks the same)")
 
 
-def make_update(cfg: DFSFTConfig, models: dict[str, RoleModel], compute_dtype) -> Callable:
+def check_teacher_forcing(student: RoleModel) -> None:
+    window = getattr(student.config, "local_attn_size", -1)
+    if window != -1:
+        fail(None, "models.student", f"has local_attn_size {window} (a window), but teacher forcing attends to the "
+             "whole clean history and FastVideo has no windowed teacher forcing; use a global student "
+             "(local_attn_size -1)")
+
+
+def make_teacher_forcing_update(cfg: DFSFTConfig, models: dict[str, RoleModel], compute_dtype) -> Callable:
+    return make_update(cfg, models, compute_dtype, teacher_forcing=True)
+
+
+def make_update(cfg: DFSFTConfig, models: dict[str, RoleModel], compute_dtype, teacher_forcing: bool = False
+                ) -> Callable:
     student = models["student"]
     check_chunk_size(cfg, student)
+    if teacher_forcing:
+        check_teacher_forcing(student)
     table = fm.training_table(cfg.flow_shift, cfg.num_train_timesteps)
     weights = jnp.asarray(index_weights(cfg.num_train_timesteps))
     low, high = cfg.index_range()
@@ -56,8 +75,13 @@ def make_update(cfg: DFSFTConfig, models: dict[str, RoleModel], compute_dtype) -
         sigma = jnp.asarray(table.sigmas)[index][:, None, :, None, None]
         noise = standard_normal(purpose_key(key, "noise"), x0.shape)
         x_t = (1 - sigma) * x0 + sigma * noise
-        pred = student.apply(params, x_t.astype(compute_dtype), t,
-                             batch["text_embeds"].astype(compute_dtype)).astype(jnp.float32)
+        text = batch["text_embeds"].astype(compute_dtype)
+        if teacher_forcing:
+            pred = student.module(params).teacher_forcing(x_t.astype(compute_dtype), t, text,
+                                                          x0.astype(compute_dtype))
+        else:
+            pred = student.apply(params, x_t.astype(compute_dtype), t, text)
+        pred = pred.astype(jnp.float32)
         if cfg.pred_type == X0:
             error = (x_t - sigma * pred) - x0
         else:

@@ -22,11 +22,8 @@ NOT_YET = {
 _METHOD_NOT_YET = {
     "StreamingLongTuningMethod": "streaming long tuning (Self-Forcing past the training length with VAE re-encoded "
                                  "anchors) is not implemented in fvjax (self_forcing, SelfForcingMethod, is)",
-    "TeacherForcingSFTMethod": "teacher-forcing SFT needs the causal DiT's [clean | noisy] teacher-forcing attention, "
-                               "which fvjax's causal Wan does not have yet (diffusion forcing, DiffusionForcingSFTMethod, "
-                               "is implemented)",
     "CausalConsistencyDistillationMethod": "causal consistency distillation is not implemented in fvjax (the causal "
-                                           "student trains with kd, dfsft and self_forcing)",
+                                           "student trains with kd, dfsft, tfsft and self_forcing)",
     "AnyFlowMethod": "AnyFlow is not implemented in fvjax", "AnyFlowPretrainMethod": "AnyFlow is not implemented "
                                                                                    "in fvjax",
     "DiffusionNFTMethod": "DiffusionNFT (RL) is not implemented in fvjax",
