@@ -2,7 +2,8 @@
 against Diffusers' WanTransformer3DModel run on the [clean | noisy] sequence with a dense 2F x 2F
 teacher-forcing mask (an attention processor written here), per-token timesteps (clean frames at 0) and
 tiled RoPE positions; causality with real arrays (a clean frame reaches only later noisy blocks); the tiny
-recipe trains in both schemas (the same steps) and resumes bit-exactly; a windowed student is one error.
+recipe trains in both schemas (the same steps), resumes bit-exactly and gives the 1-device run on 8
+simulated devices (batch and sequence sharded); a windowed student is one error.
 
 Measured on this CPU (max abs error / max |reference|, fp32): Diffusers parity ~3e-7.
 """
@@ -21,7 +22,7 @@ from fvjax.families.wan.causal import CausalWanConfig, block_bounds, block_sizes
 from test_causal_wan import BASE, HW, BlockCausalProcessor, inputs
 from test_dfsft import STEPS, dfsft_recipe
 from training_utils import (checkpoint_arrays, make_data, metrics_by_step, train_in_process,
-                            write_recipe)
+                            train_in_subprocess, write_recipe)
 from wan_torch_reference import fvjax_params, max_rel_err, torch_model
 
 FP32_TOL = 1e-5   # of the output's scale, against Diffusers
@@ -128,10 +129,10 @@ def test_windowed_teacher_forcing_is_refused():
 # ---------------------------------------------------------------------------------------------------
 # The method: configs/examples/tiny_tfsft.yaml (1-frame blocks, 3 latent frames) and its current-schema twin
 
-def tfsft_recipe(data: str, output_dir: Path, name: str = "tiny_tfsft") -> dict:
+def tfsft_recipe(data: str, output_dir: Path, name: str = "tiny_tfsft", **training) -> dict:
     """test_dfsft's test-sized recipe, every chunk at the middle noise level: with a noise level drawn per
     chunk and step the loss moves by 2x from step to step; at one level its trend shows in a few steps."""
-    recipe = dfsft_recipe(data, output_dir, name)
+    recipe = dfsft_recipe(data, output_dir, name, **training)
     block = recipe["method_config" if "method_config" in recipe else "method"]
     block.update(min_timestep_ratio=0.5, max_timestep_ratio=0.5)
     return recipe
@@ -171,6 +172,23 @@ def test_resume_is_bit_exact(tmp_path, data, straight_run):
     assert expected.keys() == got.keys()
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_eight_devices_match_one_device(tmp_path, data, straight_run):
+    """Batch and sequence sharded (sp 2): the [clean | noisy] sequence and its static key ranges split
+    across devices give the 1-device run."""
+    eight = tmp_path / "eight"
+    train_in_subprocess(write_recipe(tmp_path / "eight.yaml", tfsft_recipe(
+        data, eight, num_gpus=8, sp_size=2, hsdp_replicate_dim=2, hsdp_shard_dim=4, train_batch_size=1)))
+    m1, m8 = metrics_by_step(straight_run), metrics_by_step(eight)
+    for step in range(1, STEPS + 1):
+        np.testing.assert_allclose(m8[step]["student/dfsft_loss"], m1[step]["student/dfsft_loss"], rtol=1e-5)
+    p1, p8 = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(eight, STEPS)
+    params = [name for name in p1 if "['params']" in name]
+    assert params and p1.keys() == p8.keys()
+    for name in params:
+        err = np.linalg.norm((p8[name] - p1[name]).ravel()) / max(np.linalg.norm(p1[name].ravel()), 1e-12)
+        assert err <= 1e-5, (name, err)
 
 
 def test_a_windowed_student_is_one_error(tmp_path, data, capsys):
