@@ -89,7 +89,7 @@ MALFORMED = [  # (id, edit of the base recipe or raw YAML text, text the error m
     ("extra role", _set("models.reward", {"path": "tiny"}), "models.reward"),
     ("missing path", _del("models.student.path"), "models.student.path: missing"),
     ("empty path", _set("models.student.path", ""), "models.student.path"),
-    ("unknown method", _set("recipe.method", "dmd3"), "recipe.method: unknown method 'dmd3'; available: dfsft, dmd2, finetune, kd, self_forcing, tfsft"),
+    ("unknown method", _set("recipe.method", "dmd3"), "recipe.method: unknown method 'dmd3'; available: causal_cd, dfsft, dmd2, finetune, kd, self_forcing, tfsft"),
     ("unknown family", _set("recipe.family", "cogvideo"), "recipe.family: unknown family"),
     ("role family", _set("models.critic.family", "hunyuan"), "models.critic.family"),
     ("both selectors", _set("distill", {"model": "wan", "method": "dmd2"}), "distill: both"),

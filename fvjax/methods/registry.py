@@ -11,7 +11,8 @@ from fvjax.plugins import Registry
 
 BUILTIN = {"dmd2": "fvjax.methods.dmd2:METHOD", "finetune": "fvjax.methods.finetune:METHOD",
            "self_forcing": "fvjax.methods.self_forcing:METHOD", "kd": "fvjax.methods.kd:METHOD",
-           "dfsft": "fvjax.methods.dfsft:METHOD", "tfsft": "fvjax.methods.dfsft:TEACHER_FORCING_METHOD"}
+           "dfsft": "fvjax.methods.dfsft:METHOD", "tfsft": "fvjax.methods.dfsft:TEACHER_FORCING_METHOD",
+           "causal_cd": "fvjax.methods.causal_cd:METHOD"}
 
 
 _METHODS: Registry[MethodSpec] = Registry("method", "fvjax.methods", BUILTIN, MethodSpec, lambda m: m.name)

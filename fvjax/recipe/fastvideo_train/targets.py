@@ -22,8 +22,6 @@ NOT_YET = {
 _METHOD_NOT_YET = {
     "StreamingLongTuningMethod": "streaming long tuning (Self-Forcing past the training length with VAE re-encoded "
                                  "anchors) is not implemented in fvjax (self_forcing, SelfForcingMethod, is)",
-    "CausalConsistencyDistillationMethod": "causal consistency distillation is not implemented in fvjax (the causal "
-                                           "student trains with kd, dfsft, tfsft and self_forcing)",
     "AnyFlowMethod": "AnyFlow is not implemented in fvjax", "AnyFlowPretrainMethod": "AnyFlow is not implemented "
                                                                                    "in fvjax",
     "DiffusionNFTMethod": "DiffusionNFT (RL) is not implemented in fvjax",
