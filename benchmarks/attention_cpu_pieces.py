@@ -1,6 +1,7 @@
 """Where the CPU forward's gap to PyTorch is (bench_dit_forward_cpu.py): the attention and the Dense matmuls of
-one Wan2.1-1.3B-width layer, fvjax's "xla" attention backend against PyTorch's CPU SDPA, and the XLA
-attention's pieces (scores product, softmax, values product) with a query-blocked variant.
+one Wan2.1-1.3B-width layer, fvjax's "xla" attention backend (on the CPU at these sizes one head at a time,
+fvjax/models/attention_per_head.py) against PyTorch's CPU SDPA, and the pieces of the batched form (scores
+product, softmax, values product, all heads at once) with a query-blocked variant.
 
     JAX_PLATFORMS=cpu python benchmarks/attention_cpu_pieces.py [--tokens 1280] [--text-len 512]
 
