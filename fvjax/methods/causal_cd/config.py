@@ -1,5 +1,5 @@
 """`CausalCDConfig`: the slice of the recipe causal consistency distillation reads (FastVideo's
-CausalConsistencyDistillationMethod, spec fastvideo_v3_recipes.md §2.10: `causal_cd`).
+CausalConsistencyDistillationMethod, spec fastvideo_v3_recipes.md §2.6: `causal_cd`).
 
 - `guidance_scale` (3.0): the teacher's CFG, standard form v_u + w (v_c - v_u), on its velocity;
 - `discrete_cd_N` (48, >= 2): points of the consistency grid on the shifted schedule;
