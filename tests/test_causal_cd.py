@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import yaml
 from flax import nnx
 
 from fvjax.families.registry import get_family
@@ -29,10 +28,9 @@ from fvjax.methods.dmd2 import NEGATIVE_PROMPT
 from fvjax.models.params import params_of
 from fvjax.training.optim import OptimizerConfig, build_optimizer
 from fvjax.training.roles import RoleModel, RoleState
-from training_utils import (checkpoint_arrays, make_data, metrics_by_step, role_arrays, train_in_process,
-                            train_in_subprocess, write_recipe)
+from training_utils import (checkpoint_arrays, example_recipe, make_data, method_block, metrics_by_step,
+                            role_arrays, train_in_process, train_in_subprocess, train_once, write_recipe)
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = PRESETS["tiny-causal-framewise"]
 SHAPE = (2, 16, 3, 8, 8)          # [B, C, F, H, W]
 STEPS = 6
@@ -134,16 +132,8 @@ def test_the_ema_role_keeps_its_start_then_decays(setup):
 def cd_recipe(data: str, output_dir: Path, name: str = "tiny_causal_cd", **training) -> dict:
     """The tiny recipe, test-sized, with a 2-point grid (i = 0 every step: t = 1000 to the grid's second
     point): with N points the loss moves by 5x with the drawn i, at one i its trend shows in a few steps."""
-    recipe = yaml.safe_load((REPO / f"configs/examples/{name}.yaml").read_text())
-    if "method_config" in recipe:
-        recipe["training"].update(data_path=str(data), output_dir=str(output_dir), max_train_steps=STEPS,
-                                  training_state_checkpointing_steps=STEPS // 2, **training)
-        recipe["method_config"].update(discrete_cd_N=2, ema_start_step=2)
-    else:
-        recipe["training"]["data"]["data_path"] = str(data)
-        recipe["training"]["loop"]["max_train_steps"] = STEPS
-        recipe["training"]["checkpoint"].update(output_dir=str(output_dir), training_state_checkpointing_steps=0)
-        recipe["method"].update(discrete_cd_N=2, ema_start_step=2)
+    recipe = example_recipe(name, data, output_dir, STEPS, **training)
+    method_block(recipe).update(discrete_cd_N=2, ema_start_step=2)
     return recipe
 
 
@@ -155,8 +145,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("straight")
-    assert train_in_process(write_recipe(root / "recipe.yaml", cd_recipe(data, root / "out"))) == 0
-    return root / "out"
+    return train_once(root, cd_recipe(data, root / "out"))
 
 
 def test_trains_and_fastvideo_schema_is_the_same_experiment(tmp_path, data, straight_run):

@@ -10,13 +10,12 @@ import jax
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from fvjax.methods.dfsft.config import DFSFTConfig
 from fvjax.methods.dfsft.update import index_weights
 from fvjax.methods.kd.update import block_step_indices
-from training_utils import (REPO, checkpoint_arrays, make_data, metrics_by_step, train_in_process,
-                            train_in_subprocess, write_recipe)
+from training_utils import (checkpoint_arrays, example_recipe, make_data, metrics_by_step, train_in_process,
+                            train_in_subprocess, train_once, write_recipe)
 
 STEPS = 6
 
@@ -53,15 +52,7 @@ def test_chunk_indices_share_a_level_per_chunk_last_one_short():
 
 
 def dfsft_recipe(data: str, output_dir: Path, name: str = "tiny_dfsft", **training) -> dict:
-    recipe = yaml.safe_load((REPO / f"configs/examples/{name}.yaml").read_text())
-    if "method_config" in recipe:
-        recipe["training"].update(data_path=str(data), output_dir=str(output_dir), max_train_steps=STEPS,
-                                  training_state_checkpointing_steps=STEPS // 2, **training)
-    else:
-        recipe["training"]["data"]["data_path"] = str(data)
-        recipe["training"]["loop"]["max_train_steps"] = STEPS
-        recipe["training"]["checkpoint"].update(output_dir=str(output_dir), training_state_checkpointing_steps=0)
-    return recipe
+    return example_recipe(name, data, output_dir, STEPS, **training)
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +63,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("straight")
-    assert train_in_process(write_recipe(root / "recipe.yaml", dfsft_recipe(data, root / "out"))) == 0
-    return root / "out"
+    return train_once(root, dfsft_recipe(data, root / "out"))
 
 
 def test_trains_and_fastvideo_schema_is_the_same_experiment(tmp_path, data, straight_run):

@@ -21,8 +21,8 @@ from flax import nnx
 from fvjax.families.wan.causal import CausalWanConfig, block_bounds, block_sizes, model_from_params
 from test_causal_wan import BASE, HW, BlockCausalProcessor, inputs
 from test_dfsft import STEPS, dfsft_recipe
-from training_utils import (checkpoint_arrays, make_data, metrics_by_step, train_in_process,
-                            train_in_subprocess, write_recipe)
+from training_utils import (checkpoint_arrays, make_data, method_block, metrics_by_step, train_in_process,
+                            train_in_subprocess, train_once, write_recipe)
 from wan_torch_reference import fvjax_params, max_rel_err, torch_model
 
 FP32_TOL = 1e-5   # of the output's scale, against Diffusers
@@ -133,8 +133,7 @@ def tfsft_recipe(data: str, output_dir: Path, name: str = "tiny_tfsft", **traini
     """test_dfsft's test-sized recipe, every chunk at the middle noise level: with a noise level drawn per
     chunk and step the loss moves by 2x from step to step; at one level its trend shows in a few steps."""
     recipe = dfsft_recipe(data, output_dir, name, **training)
-    block = recipe["method_config" if "method_config" in recipe else "method"]
-    block.update(min_timestep_ratio=0.5, max_timestep_ratio=0.5)
+    method_block(recipe).update(min_timestep_ratio=0.5, max_timestep_ratio=0.5)
     return recipe
 
 
@@ -146,8 +145,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("straight")
-    assert train_in_process(write_recipe(root / "recipe.yaml", tfsft_recipe(data, root / "out"))) == 0
-    return root / "out"
+    return train_once(root, tfsft_recipe(data, root / "out"))
 
 
 def test_trains_and_fastvideo_schema_is_the_same_experiment(tmp_path, data, straight_run):

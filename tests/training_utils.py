@@ -44,6 +44,31 @@ def tiny_dmd2_recipe(data_path: str, output_dir: Path, generator_update_interval
     return recipe
 
 
+def example_recipe(name: str, data: str, output_dir: Path, steps: int, **training) -> dict:
+    """configs/examples/<name>.yaml at test size, in either schema: Phase 3's flat `training:` (checkpoints every
+    steps // 2, `training` overrides) or the current nested one (no checkpoints)."""
+    recipe = yaml.safe_load((REPO / f"configs/examples/{name}.yaml").read_text())
+    if "method_config" in recipe:
+        recipe["training"].update(data_path=str(data), output_dir=str(output_dir), max_train_steps=steps,
+                                  training_state_checkpointing_steps=steps // 2, **training)
+    else:
+        recipe["training"]["data"]["data_path"] = str(data)
+        recipe["training"]["loop"]["max_train_steps"] = steps
+        recipe["training"]["checkpoint"].update(output_dir=str(output_dir), training_state_checkpointing_steps=0)
+    return recipe
+
+
+def method_block(recipe: dict) -> dict:
+    """The method's keys: Phase 3's `method_config`, or the current schema's `method`."""
+    return recipe["method_config" if "method_config" in recipe else "method"]
+
+
+def train_once(root: Path, recipe: dict) -> Path:
+    """Train `recipe` in this process, its recipe file under root; its output directory."""
+    assert train_in_process(write_recipe(root / "recipe.yaml", recipe)) == 0
+    return Path(recipe["training"].get("output_dir") or recipe["training"]["checkpoint"]["output_dir"])
+
+
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
