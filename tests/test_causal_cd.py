@@ -28,8 +28,9 @@ from fvjax.methods.dmd2 import NEGATIVE_PROMPT
 from fvjax.models.params import params_of
 from fvjax.training.optim import OptimizerConfig, build_optimizer
 from fvjax.training.roles import RoleModel, RoleState
-from training_utils import (checkpoint_arrays, example_recipe, make_data, method_block, metrics_by_step,
-                            role_arrays, train_in_process, train_in_subprocess, train_once, write_recipe)
+from training_utils import (assert_same_arrays, assert_state_close, checkpoint_arrays, example_recipe, make_data,
+                            method_block, metrics_by_step, role_arrays, train_in_process, train_in_subprocess,
+                            train_once, write_recipe)
 
 CONFIG = PRESETS["tiny-causal-framewise"]
 SHAPE = (2, 16, 3, 8, 8)          # [B, C, F, H, W]
@@ -171,8 +172,7 @@ def test_resume_is_bit_exact_with_the_ema_target_checkpointed(tmp_path, data, st
     assert train_in_process(recipe, "--resume-from-checkpoint", str(straight_run / "checkpoints" / str(STEPS // 2))) == 0
     expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
     assert expected.keys() == got.keys()
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert_same_arrays(expected, got)
 
 
 def test_eight_devices_match_one_device(tmp_path, data, straight_run):
@@ -185,11 +185,7 @@ def test_eight_devices_match_one_device(tmp_path, data, straight_run):
     for step in range(1, STEPS + 1):
         np.testing.assert_allclose(m8[step]["student/causal_cd_loss"], m1[step]["student/causal_cd_loss"], rtol=1e-5)
     p1, p8 = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(eight, STEPS)
-    names = [name for name in p1 if "['params']" in name or "['ema']" in name]
-    assert names and p1.keys() == p8.keys()
-    for name in names:
-        err = np.linalg.norm((p8[name] - p1[name]).ravel()) / max(np.linalg.norm(p1[name].ravel()), 1e-12)
-        assert err <= 1e-5, (name, err)
+    assert_state_close(p1, p8, ("params", "ema"))
 
 
 # ---------------------------------------------------------------------------------------------------

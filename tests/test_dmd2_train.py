@@ -22,8 +22,9 @@ from fvjax.methods.dmd2.schedule import NoiseLevels, denoising_steps
 from fvjax.training.optim import OptimizerConfig, build_optimizer
 from fvjax.training.roles import RoleModel, RoleState
 from test_dmd2_units import ClosedFormRole
-from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step, role_arrays,
-                            same_arrays, train_command, train_in_process, write_recipe)
+from training_utils import (REPO, assert_same_arrays, checkpoint_arrays, kill_after_checkpoint, make_data,
+                            metrics_by_step, role_arrays, same_arrays, train_command, train_in_process,
+                            write_recipe)
 
 # ----------------------------------------------------- a distillation whose teacher is a known function
 
@@ -163,8 +164,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, data, straight_run):
     expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
     assert expected.keys() == got.keys()
     assert role_arrays(got, "student", "opt_state") and role_arrays(got, "critic", "opt_state")
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert_same_arrays(expected, got)
     straight, before, after = metrics_by_step(straight_run), metrics_by_step(killed), metrics_by_step(resumed)
     assert sorted(after) == list(range(HALF + 1, STEPS + 1))
     for step in range(1, STEPS + 1):

@@ -17,7 +17,8 @@ from fvjax.errors import UserError
 from fvjax.lora.peft_file import read_peft_lora
 from fvjax.models.params import count_params
 from fvjax.recipe import load_recipe
-from training_utils import REPO, checkpoint_arrays, make_data, metrics_by_step, train_in_process, write_recipe
+from training_utils import (REPO, assert_same_arrays, checkpoint_arrays, make_data, metrics_by_step,
+                            train_in_process, write_recipe)
 
 STEPS, HALF = 24, 12
 DMD2_STEPS, DMD2_HALF = 4, 2
@@ -53,8 +54,7 @@ def resumed_matches(tmp_path, straight, recipe_of, steps: int, half: int) -> Non
     assert train_in_process(recipe, "--resume-from-checkpoint", str(straight / "checkpoints" / str(half))) == 0
     expected, got = checkpoint_arrays(straight, steps), checkpoint_arrays(resumed, steps)
     assert expected.keys() == got.keys()
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert_same_arrays(expected, got)
 
 
 @pytest.fixture(scope="module")

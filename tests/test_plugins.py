@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from training_utils import REPO, checkpoint_arrays, make_data, metrics_by_step, write_recipe
+from training_utils import REPO, assert_same_arrays, checkpoint_arrays, make_data, metrics_by_step, write_recipe
 
 PLUGINS = Path(__file__).with_name("plugins")
 STEPS = 4
@@ -78,8 +77,7 @@ def test_resume_is_bit_exact(tmp_path, data, straight):
     _run(["-m", "fvjax.train", "--config", str(full), "--resume-from-checkpoint", "latest"])
     expected, got = checkpoint_arrays(straight, STEPS), checkpoint_arrays(tmp_path / "out", STEPS)
     assert expected.keys() == got.keys() and any("opt_state" in k for k in got)
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert_same_arrays(expected, got)
     assert metrics_by_step(tmp_path / "out")[STEPS] | {"step_time_sec": 0} == \
         metrics_by_step(straight)[STEPS] | {"step_time_sec": 0}
 

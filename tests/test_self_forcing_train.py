@@ -30,8 +30,9 @@ from fvjax.training.optim import OptimizerConfig, build_optimizer
 from fvjax.training.roles import RoleModel, RoleState
 from test_dmd2_train import EIGHT_DEVICE_POOL_THREADS
 from test_dmd2_units import ClosedFormRole
-from training_utils import (REPO, checkpoint_arrays, kill_after_checkpoint, make_data, metrics_by_step, role_arrays,
-                            same_arrays, train_command, train_in_process, write_recipe)
+from training_utils import (REPO, assert_same_arrays, checkpoint_arrays, kill_after_checkpoint, make_data,
+                            metrics_by_step, role_arrays, same_arrays, train_command, train_in_process,
+                            write_recipe)
 
 # ----------------------------------------------------- a distillation whose teacher is a known function
 
@@ -167,8 +168,7 @@ def test_fastvideo_schema_twin_trains_the_same_run(tmp_path, data, straight_run)
     assert train_in_process(write_recipe(tmp_path / "recipe.yaml", recipe)) == 0
     expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(out, STEPS)
     assert expected.keys() == got.keys()
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert_same_arrays(expected, got)
 
 
 def test_resume_after_sigkill_is_bit_exact(tmp_path, data, straight_run):
@@ -180,8 +180,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, data, straight_run):
     assert train_in_process(recipe, "--resume-from-checkpoint", str(killed / "checkpoints" / str(HALF))) == 0
     expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
     assert expected.keys() == got.keys() and role_arrays(got, "student", "opt_state")
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert_same_arrays(expected, got)
 
 
 def test_eight_devices_match_one_device(tmp_path, data, straight_run):

@@ -140,6 +140,25 @@ def role_arrays(arrays: dict, role: str, field: str = "") -> dict:
     return {k: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
+def assert_same_arrays(expected: dict, got: dict) -> None:
+    """The same array names, bit-identical values (a failure names the array)."""
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def assert_state_close(reference: dict, other: dict, fields: tuple[str, ...] = ("params",), tol: float = 1e-5) -> None:
+    """The arrays of the given state fields (checkpoint_arrays names) within `tol` of the reference's, relative to
+    each array's norm: Adam turns last-bit differences of near-zero gradients into full-size steps, so single
+    elements near zero are not comparable one by one."""
+    names = [name for name in reference if any(f"['{field}']" in name for field in fields)]
+    assert names and reference.keys() == other.keys()
+    for name in names:
+        scale = max(np.linalg.norm(reference[name].ravel()), 1e-12)
+        err = np.linalg.norm((other[name] - reference[name]).ravel()) / scale
+        assert err <= tol, (name, err)
+
+
 def same_arrays(a: dict, b: dict) -> bool:
     """Two non-empty dicts of arrays hold the same keys and bit-identical values."""
     assert a.keys() == b.keys() and a
