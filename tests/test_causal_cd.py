@@ -203,6 +203,10 @@ def _bidirectional_student(recipe):
     recipe["models"]["student"] = {"family": "wan", "path": "tiny", "trainable": True}
 
 
+def _other_ema(recipe):
+    recipe["models"]["ema"]["path"] = "tiny-causal"      # 3-frame blocks; the student has 1-frame blocks
+
+
 def _ema_callback(recipe):
     recipe["training"]["ema_decay"] = 0.999
 
@@ -211,8 +215,9 @@ def _ema_callback(recipe):
     (_edit_n, "method_config.discrete_cd_N: is 1; the consistency grid needs discrete_cd_N >= 2"),
     (_no_teacher, "models.teacher"),
     (_bidirectional_student, "models.student"),
+    (_other_ema, "models.ema: has another architecture than models.student"),
     (_ema_callback, "training.ema_decay"),
-], ids=["N<2", "no teacher", "bidirectional student", "ema callback"])
+], ids=["N<2", "no teacher", "bidirectional student", "other ema", "ema callback"])
 def test_bad_recipes_are_one_line(tmp_path, data, capsys, edit, key):
     recipe = cd_recipe(data, tmp_path / "out")
     edit(recipe)

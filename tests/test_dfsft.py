@@ -100,12 +100,13 @@ def test_eight_devices_match_one_device(tmp_path, data, straight_run):
 def test_chunk_size_other_than_the_students_blocks_is_one_error(tmp_path, data, capsys):
     recipe = dfsft_recipe(data, tmp_path / "out")
     recipe["method_config"]["chunk_size"] = 3     # the tiny-causal-framewise student has 1-frame blocks
+    path = write_recipe(tmp_path / "r.yaml", recipe)
     with pytest.raises(SystemExit) as exit_info:
-        train_in_process(write_recipe(tmp_path / "r.yaml", recipe))
+        train_in_process(path)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == ("fvjax: error: method_config.chunk_size: is 3 but the causal student's num_frames_per_block "
-                   "is 1; they must be equal (FastVideo checks the same)")
+    assert err == (f"fvjax: error: {path}: method_config.chunk_size: is 3 but the causal student's num_frames_per_block "
+                   "is 1; they must be equal (FastVideo checks the same); training cannot start")
 
 
 def test_step_flops():

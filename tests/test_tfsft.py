@@ -187,13 +187,17 @@ def test_eight_devices_match_one_device(tmp_path, data, straight_run):
 def test_a_windowed_student_is_one_error(tmp_path, data, capsys):
     recipe = tfsft_recipe(data, tmp_path / "out")
     recipe["models"]["student"]["path"] = "tiny-causal-window"    # 1-frame blocks, local_attn_size 4
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    problem = ("models.student: has local_attn_size 4 (a window), but teacher forcing attends to the whole clean "
+               "history and FastVideo has no windowed teacher forcing; use a global student (local_attn_size -1)")
+    assert train_in_process(path, "--dry-run") == 0      # the dry run lists it, with the real run's verdict
+    out = capsys.readouterr().out
+    assert f"warning: missing input: {problem}" in out and "a real run would refuse to start" in out
     with pytest.raises(SystemExit) as exit_info:
-        train_in_process(write_recipe(tmp_path / "r.yaml", recipe))
+        train_in_process(path)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == ("fvjax: error: models.student: has local_attn_size 4 (a window), but teacher forcing attends to "
-                   "the whole clean history and FastVideo has no windowed teacher forcing; use a global student "
-                   "(local_attn_size -1)")
+    assert err == f"fvjax: error: {path}: {problem}; training cannot start"
 
 
 def test_registry_and_step_flops():

@@ -94,6 +94,10 @@ class MethodSpec:
     params: tuple[Param, ...]
     update: str | Callable                         # "module:function" or the factory itself
     check: Check | None = None
+    # What the method needs of its roles' architectures, checked once their configs are known (the dry run's
+    # and the trainer's preflight, with the recipe's file): (config, {role: model config}, {role: RoleSpec})
+    # -> None, `fvjax.errors.fail(None, key, ...)` on a mismatch. make_update may call the same checks.
+    check_models: Callable[[Any, Mapping[str, Any], Mapping[str, Any]], None] | None = None
     input_files: Callable[[Any], tuple[tuple[str, str], ...]] | None = None   # (dotted key, path); "" skipped
     frozen_extras: Callable[[Any, ExtrasContext], dict[str, dict[str, Any]]] | None = None
     validation_samplers: Callable[[Any, ValidationContext], list] | None = None   # -> [SamplerSpec]

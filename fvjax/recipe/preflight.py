@@ -122,6 +122,20 @@ def _latent_shape_problems(recipe: Recipe, roots: list[str]) -> list[Problem]:
     return problems
 
 
+def model_problems(recipe: Recipe, method, sources: dict[str, ModelSource]) -> list[Problem]:
+    """The method's own requirements on its roles' architectures (MethodSpec.check_models), when every role's
+    config is known (a preset or a config.json on this machine)."""
+    configs = {name: source.config for name, source in sources.items()}
+    if method.check_models is None or any(config is None for config in configs.values()):
+        return []
+    from fvjax.errors import UserError
+    try:
+        method.check_models(recipe.method_config, configs, recipe.roles)
+    except UserError as err:
+        return [Problem(err.key or "models", err.message)]
+    return []
+
+
 def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None) -> list[Problem]:
     t = recipe.training
     sources = resolve_sources(recipe) if sources is None else sources
@@ -165,6 +179,7 @@ def find_problems(recipe: Recipe, sources: dict[str, ModelSource] | None = None)
         problems.append(Problem("training.resume_from_checkpoint",
                                 f"{t.resume_from_checkpoint!r} does not exist"))
     method = get_method(recipe.method)
+    problems += model_problems(recipe, method, sources)
     for key, path in method.input_files(recipe.method_config) if method.input_files else ():
         if path and not _exists(path):
             problems.append(Problem(key, f"{path!r} does not exist on this machine"))

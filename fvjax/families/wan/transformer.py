@@ -111,7 +111,6 @@ class WanTransformer(nnx.Module):
 
     def _embed(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any):
         """Patch tokens [B, L, D], temb [B, Ft, D], modulation [B, Ft, 6, D], text tokens and the token grid."""
-        cfg = self.config
         x = jnp.asarray(hidden_states)
         timestep = jnp.asarray(timestep)
         text = jnp.asarray(encoder_hidden_states)

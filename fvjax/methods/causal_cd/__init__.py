@@ -47,6 +47,11 @@ def _step_flops(config: CausalCDConfig, forward: dict[str, float], batch: int) -
     return 2 * batch * (2 * forward["teacher"] + forward["ema"] + 3 * forward["student"])
 
 
+def _check_models(config: CausalCDConfig, models: dict[str, Any], roles: dict[str, Any]) -> None:
+    from fvjax.methods.causal_cd.update import check_roles
+    check_roles(models, roles["student"].lora)
+
+
 METHOD = MethodSpec(
     name="causal_cd",
     mode=ExecutionMode.DISTILLATION,
@@ -61,6 +66,7 @@ METHOD = MethodSpec(
     config_cls=CausalCDConfig,
     params=CAUSAL_CD_PARAMS,
     check=_check,
+    check_models=_check_models,
     input_files=lambda c: (("method_config.negative_prompt_embedding", c.negative_prompt_embedding),),
     frozen_extras=dmd2._negative_prompt,
     optimizer_overrides=_ema_slot,

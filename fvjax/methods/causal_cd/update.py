@@ -20,7 +20,7 @@ first step. See __init__.py for why.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -50,20 +50,20 @@ def ema_step(ema, params, step: jax.Array, cfg: CausalCDConfig):
                                                e), ema, params)
 
 
-def _check_roles(models: dict[str, RoleModel]) -> None:
-    student, ema = models["student"], models["ema"]
-    if student.lora is not None:
+def check_roles(configs: Mapping[str, Any], student_lora: Any = None) -> None:
+    """configs: role -> model config (MethodSpec.check_models); student_lora: the student's LoRA spec, if any."""
+    if student_lora is not None:
         fail(None, "models.student.lora", "causal_cd keeps an EMA of the student's full weights; a LoRA student "
              "is not implemented")
-    if ema.config != student.config:
+    if configs["ema"] != configs["student"]:
         fail(None, "models.ema", "has another architecture than models.student; the ema role is an EMA of the "
              "student's weights and must start from the same model (FastVideo: the same checkpoint)")
     for name in ("student", "teacher", "ema"):
-        check_teacher_forcing(models[name])
+        check_teacher_forcing(configs[name], name)
 
 
 def make_update(cfg: CausalCDConfig, models: dict[str, RoleModel], compute_dtype) -> Callable:
-    _check_roles(models)
+    check_roles({name: model.config for name, model in models.items()}, models["student"].lora)
     student, teacher, ema_model = models["student"], models["teacher"], models["ema"]
     sigmas, timesteps = (jnp.asarray(a) for a in cd_grid(cfg))
     n, scale = cfg.discrete_cd_N, float(cfg.num_train_timesteps)

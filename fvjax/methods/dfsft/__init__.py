@@ -26,6 +26,16 @@ def _checker(name: str):
     return check
 
 
+def _model_checker(teacher_forcing: bool):
+    def check_models(config: DFSFTConfig, models: dict[str, Any], roles: dict[str, Any]) -> None:
+        from fvjax.methods.dfsft.update import check_chunk_size, check_teacher_forcing
+        check_chunk_size(config, models["student"])
+        if teacher_forcing:
+            check_teacher_forcing(models["student"])
+
+    return check_models
+
+
 METHOD = MethodSpec(
     name="dfsft",
     mode=ExecutionMode.FINETUNING,
@@ -34,6 +44,7 @@ METHOD = MethodSpec(
     config_cls=DFSFTConfig,
     params=DFSFT_PARAMS,
     check=_checker("dfsft"),
+    check_models=_model_checker(teacher_forcing=False),
     step_flops=lambda config, forward, batch: 3 * forward["student"] * batch,   # forward + backward (2x)
     fastvideo_targets=fastvideo_train.TARGETS,
     from_fastvideo=fastvideo_train.from_fastvideo,
@@ -49,6 +60,7 @@ TEACHER_FORCING_METHOD = dataclasses.replace(
     update="fvjax.methods.dfsft.update:make_teacher_forcing_update",
     roles=(RoleRequirement("student", True, "teacher-forcing SFT trains the causal student"),),
     check=_checker("tfsft"),
+    check_models=_model_checker(teacher_forcing=True),
     step_flops=lambda config, forward, batch: 6 * forward["student"] * batch,
     fastvideo_targets=fastvideo_train.TEACHER_FORCING_TARGETS,
 )

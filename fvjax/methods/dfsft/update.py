@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,18 +37,19 @@ def index_weights(num_train_timesteps: int) -> np.ndarray:
     return (shifted * (n / shifted.sum())).astype(np.float32)
 
 
-def check_chunk_size(cfg: DFSFTConfig, student: RoleModel) -> None:
-    expected = getattr(student.config, "num_frames_per_block", None)
+def check_chunk_size(cfg: DFSFTConfig, student_config) -> None:
+    expected = getattr(student_config, "num_frames_per_block", None)
     if expected is not None and expected != cfg.chunk_size:
         fail(None, "method_config.chunk_size", f"is {cfg.chunk_size} but the causal student's num_frames_per_block "
              f"is {expected}; they must be equal (FastVideo checks the same)")
 
 
-def check_teacher_forcing(student: RoleModel) -> None:
-    window = getattr(student.config, "local_attn_size", -1)
+def check_teacher_forcing(config, role: str = "student") -> None:
+    """Teacher forcing needs a global (unwindowed) causal model in that role."""
+    window = getattr(config, "local_attn_size", -1)
     if window != -1:
-        fail(None, "models.student", f"has local_attn_size {window} (a window), but teacher forcing attends to the "
-             "whole clean history and FastVideo has no windowed teacher forcing; use a global student "
+        fail(None, f"models.{role}", f"has local_attn_size {window} (a window), but teacher forcing attends to the "
+             f"whole clean history and FastVideo has no windowed teacher forcing; use a global {role} "
              "(local_attn_size -1)")
 
 
@@ -60,9 +60,9 @@ def make_teacher_forcing_update(cfg: DFSFTConfig, models: dict[str, RoleModel], 
 def make_update(cfg: DFSFTConfig, models: dict[str, RoleModel], compute_dtype, teacher_forcing: bool = False
                 ) -> Callable:
     student = models["student"]
-    check_chunk_size(cfg, student)
+    check_chunk_size(cfg, student.config)
     if teacher_forcing:
-        check_teacher_forcing(student)
+        check_teacher_forcing(student.config)
     table = fm.training_table(cfg.flow_shift, cfg.num_train_timesteps)
     weights = jnp.asarray(index_weights(cfg.num_train_timesteps))
     low, high = cfg.index_range()

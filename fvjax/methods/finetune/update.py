@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 
 from fvjax.keys import standard_normal

@@ -31,6 +31,11 @@ def _step_flops(config: SelfForcingConfig, forward: Mapping[str, float], batch: 
     return batch * (critic_step + generator_step / interval)
 
 
+def _check_roles(config, models) -> None:
+    from fvjax.methods.self_forcing.update import check_roles
+    check_roles(config, models)
+
+
 METHOD = MethodSpec(
     name="self_forcing",
     mode=ExecutionMode.DISTILLATION,
@@ -46,6 +51,7 @@ METHOD = MethodSpec(
     config_cls=SelfForcingConfig,
     params=SELF_FORCING_PARAMS,
     check=dmd2._check,
+    check_models=lambda config, models, roles: _check_roles(config, models),
     input_files=dmd2.METHOD.input_files,
     frozen_extras=dmd2._negative_prompt,
     validation_samplers=streaming_validation,     # the causal streaming sampler (validation.py)

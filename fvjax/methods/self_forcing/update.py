@@ -4,7 +4,7 @@ generator_update_interval, EMA) on Self-Forcing's grid, with the causal student'
 (rollout.py) in place of DMD2's whole-video chain."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from fvjax.errors import fail
 from fvjax.methods.dmd2.update import make_losses
@@ -19,10 +19,11 @@ def rollout_steps(cfg: SelfForcingConfig):
     return denoising_steps(cfg.dmd_denoising_steps, cfg.warp_denoising_step, cfg.flow_shift, cfg.num_train_timesteps)
 
 
-def check_roles(cfg: SelfForcingConfig, models: dict[str, RoleModel]) -> None:
+def check_roles(cfg: SelfForcingConfig, configs: Mapping[str, Any], roles: Mapping[str, Any] | None = None) -> None:
     """The student must be the causal Wan with blocks of chunk_size frames (its block-causal grad pass and
-    the rollout's chunks are one partition of the frames); the teacher and the critic bidirectional."""
-    models_config = lambda name: models[name].config
+    the rollout's chunks are one partition of the frames); the teacher and the critic bidirectional.
+    configs: role -> model config (MethodSpec.check_models)."""
+    models_config = configs.__getitem__
     blocks = getattr(models_config("student"), "num_frames_per_block", None)
     if blocks is None:
         fail(None, "models.student", "Self-Forcing needs a causal student (the causal Wan: family wan_causal, or "
@@ -37,7 +38,7 @@ def check_roles(cfg: SelfForcingConfig, models: dict[str, RoleModel]) -> None:
 
 
 def make_update(cfg: SelfForcingConfig, models: dict[str, RoleModel], compute_dtype) -> Callable:
-    check_roles(cfg, models)
+    check_roles(cfg, {name: model.config for name, model in models.items()})
     levels = SelfForcingLevels(cfg.flow_shift, cfg.num_train_timesteps)
     rollout = make_rollout(cfg, models["student"], rollout_steps(cfg), levels, compute_dtype)
     losses = make_losses(cfg, models, compute_dtype, levels=levels, rollout=rollout)
