@@ -28,9 +28,9 @@ from fvjax.methods.dmd2 import NEGATIVE_PROMPT
 from fvjax.models.params import params_of
 from fvjax.training.optim import OptimizerConfig, build_optimizer
 from fvjax.training.roles import RoleModel, RoleState
-from training_utils import (assert_same_arrays, assert_state_close, checkpoint_arrays, example_recipe, make_data,
-                            method_block, metrics_by_step, role_arrays, train_in_process, train_in_subprocess,
-                            train_once, write_recipe)
+from training_utils import (assert_resume_is_bit_exact, assert_same_metric, assert_state_close, checkpoint_arrays,
+                            example_recipe, make_data, method_block, metrics_by_step, role_arrays,
+                            train_in_process, train_in_subprocess, train_once, write_recipe)
 
 CONFIG = PRESETS["tiny-causal-framewise"]
 SHAPE = (2, 16, 3, 8, 8)          # [B, C, F, H, W]
@@ -156,23 +156,15 @@ def test_trains_and_fastvideo_schema_is_the_same_experiment(tmp_path, data, stra
     print("causal_cd losses:", " ".join(f"{loss:.4f}" for loss in losses))
     assert all(math.isfinite(loss) for loss in losses) and all(r["student/grad_norm"] > 0 for r in rows.values())
     assert losses[-1] < 0.6 * losses[0]            # measured: 0.273 -> 0.087 over 6 steps, every step lower
-    out = tmp_path / "fv"
-    assert train_in_process(write_recipe(tmp_path / "fv.yaml", cd_recipe(data, out, "tiny_causal_cd_fastvideo_train"))) == 0
-    got = metrics_by_step(out)
-    for step in rows:
-        assert got[step]["student/causal_cd_loss"] == rows[step]["student/causal_cd_loss"], step
+    twin = train_once(tmp_path, cd_recipe(data, tmp_path / "fv", "tiny_causal_cd_fastvideo_train"))
+    assert_same_metric(straight_run, twin, "student/causal_cd_loss")
 
 
 def test_resume_is_bit_exact_with_the_ema_target_checkpointed(tmp_path, data, straight_run):
     half = checkpoint_arrays(straight_run, STEPS // 2)
     ema, params = role_arrays(half, "student", "ema"), role_arrays(half, "student", "params")
     assert ema and not all(np.array_equal(e, p) for e, p in zip(ema.values(), params.values()))
-    resumed = tmp_path / "resumed"
-    recipe = write_recipe(tmp_path / "r.yaml", cd_recipe(data, resumed))
-    assert train_in_process(recipe, "--resume-from-checkpoint", str(straight_run / "checkpoints" / str(STEPS // 2))) == 0
-    expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
-    assert expected.keys() == got.keys()
-    assert_same_arrays(expected, got)
+    assert_resume_is_bit_exact(straight_run, cd_recipe(data, tmp_path / "resumed"), tmp_path, STEPS // 2, STEPS)
 
 
 def test_eight_devices_match_one_device(tmp_path, data, straight_run):

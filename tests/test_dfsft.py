@@ -14,8 +14,9 @@ import torch
 from fvjax.methods.dfsft.config import DFSFTConfig
 from fvjax.methods.dfsft.update import index_weights
 from fvjax.methods.kd.update import block_step_indices
-from training_utils import (assert_same_arrays, assert_state_close, checkpoint_arrays, example_recipe, make_data,
-                            metrics_by_step, train_in_process, train_in_subprocess, train_once, write_recipe)
+from training_utils import (assert_resume_is_bit_exact, assert_same_metric, assert_state_close, checkpoint_arrays,
+                            example_recipe, make_data, metrics_by_step, train_in_process, train_in_subprocess,
+                            train_once, write_recipe)
 
 STEPS = 6
 
@@ -70,20 +71,12 @@ def test_trains_and_fastvideo_schema_is_the_same_experiment(tmp_path, data, stra
     rows = metrics_by_step(straight_run)
     assert sorted(rows) == list(range(1, STEPS + 1))
     assert all(math.isfinite(r["student/dfsft_loss"]) and r["student/grad_norm"] > 0 for r in rows.values())
-    out = tmp_path / "fv"
-    assert train_in_process(write_recipe(tmp_path / "fv.yaml", dfsft_recipe(data, out, "tiny_dfsft_fastvideo_train"))) == 0
-    got = metrics_by_step(out)
-    for step in rows:
-        assert got[step]["student/dfsft_loss"] == rows[step]["student/dfsft_loss"], step
+    twin = train_once(tmp_path, dfsft_recipe(data, tmp_path / "fv", "tiny_dfsft_fastvideo_train"))
+    assert_same_metric(straight_run, twin, "student/dfsft_loss")
 
 
 def test_resume_is_bit_exact(tmp_path, data, straight_run):
-    resumed = tmp_path / "resumed"
-    recipe = write_recipe(tmp_path / "r.yaml", dfsft_recipe(data, resumed))
-    assert train_in_process(recipe, "--resume-from-checkpoint", str(straight_run / "checkpoints" / str(STEPS // 2))) == 0
-    expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
-    assert expected.keys() == got.keys()
-    assert_same_arrays(expected, got)
+    assert_resume_is_bit_exact(straight_run, dfsft_recipe(data, tmp_path / "resumed"), tmp_path, STEPS // 2, STEPS)
 
 
 def test_eight_devices_match_one_device(tmp_path, data, straight_run):

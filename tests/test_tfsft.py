@@ -21,8 +21,9 @@ from flax import nnx
 from fvjax.families.wan.causal import CausalWanConfig, block_bounds, block_sizes, model_from_params
 from test_causal_wan import BASE, HW, BlockCausalProcessor, inputs
 from test_dfsft import STEPS, dfsft_recipe
-from training_utils import (assert_same_arrays, assert_state_close, checkpoint_arrays, make_data, method_block,
-                            metrics_by_step, train_in_process, train_in_subprocess, train_once, write_recipe)
+from training_utils import (assert_resume_is_bit_exact, assert_same_metric, assert_state_close, checkpoint_arrays,
+                            make_data, method_block, metrics_by_step, train_in_process, train_in_subprocess,
+                            train_once, write_recipe)
 from wan_torch_reference import fvjax_params, max_rel_err, torch_model
 
 FP32_TOL = 1e-5   # of the output's scale, against Diffusers
@@ -155,20 +156,12 @@ def test_trains_and_fastvideo_schema_is_the_same_experiment(tmp_path, data, stra
     print("tfsft losses:", " ".join(f"{loss:.4f}" for loss in losses))
     assert all(math.isfinite(loss) for loss in losses) and all(r["student/grad_norm"] > 0 for r in rows.values())
     assert losses[-1] < 0.9 * losses[0]            # measured: 5.15 -> 4.37 over 6 steps, every step lower
-    out = tmp_path / "fv"
-    assert train_in_process(write_recipe(tmp_path / "fv.yaml", tfsft_recipe(data, out, "tiny_tfsft_fastvideo_train"))) == 0
-    got = metrics_by_step(out)
-    for step in rows:
-        assert got[step]["student/dfsft_loss"] == rows[step]["student/dfsft_loss"], step
+    twin = train_once(tmp_path, tfsft_recipe(data, tmp_path / "fv", "tiny_tfsft_fastvideo_train"))
+    assert_same_metric(straight_run, twin, "student/dfsft_loss")
 
 
 def test_resume_is_bit_exact(tmp_path, data, straight_run):
-    resumed = tmp_path / "resumed"
-    recipe = write_recipe(tmp_path / "r.yaml", tfsft_recipe(data, resumed))
-    assert train_in_process(recipe, "--resume-from-checkpoint", str(straight_run / "checkpoints" / str(STEPS // 2))) == 0
-    expected, got = checkpoint_arrays(straight_run, STEPS), checkpoint_arrays(resumed, STEPS)
-    assert expected.keys() == got.keys()
-    assert_same_arrays(expected, got)
+    assert_resume_is_bit_exact(straight_run, tfsft_recipe(data, tmp_path / "resumed"), tmp_path, STEPS // 2, STEPS)
 
 
 def test_eight_devices_match_one_device(tmp_path, data, straight_run):

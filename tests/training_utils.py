@@ -147,6 +147,23 @@ def assert_same_arrays(expected: dict, got: dict) -> None:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
+def assert_same_metric(expected_dir: Path, got_dir: Path, key: str) -> None:
+    """`key` bit-identical at every step of two runs (one experiment written in two schemas)."""
+    expected, got = metrics_by_step(expected_dir), metrics_by_step(got_dir)
+    assert sorted(got) == sorted(expected)
+    for step in expected:
+        assert got[step][key] == expected[step][key], step
+
+
+def assert_resume_is_bit_exact(straight_run: Path, recipe: dict, root: Path, at: int, steps: int) -> None:
+    """`recipe` (writing elsewhere) resumed from straight_run's checkpoint `at` ends with the same checkpoint at
+    `steps`, bit for bit."""
+    resumed = Path(recipe["training"]["output_dir"])
+    path = write_recipe(root / "resumed.yaml", recipe)
+    assert train_in_process(path, "--resume-from-checkpoint", str(straight_run / "checkpoints" / str(at))) == 0
+    assert_same_arrays(checkpoint_arrays(straight_run, steps), checkpoint_arrays(resumed, steps))
+
+
 def assert_state_close(reference: dict, other: dict, fields: tuple[str, ...] = ("params",), tol: float = 1e-5) -> None:
     """The arrays of the given state fields (checkpoint_arrays names) within `tol` of the reference's, relative to
     each array's norm: Adam turns last-bit differences of near-zero gradients into full-size steps, so single
