@@ -82,16 +82,13 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, backend: str = "auto"
 
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_mask: jax.Array | None = None) -> jax.Array:
     b, lq, h, d = q.shape
-    lk = k.shape[1]
 
     def heads_major(x):  # [B, L, H, D] -> [B*H, L, D]: one leading batch dim keeps XLA:CPU's batched
         return jnp.transpose(x, (0, 2, 1, 3)).reshape(b * h, x.shape[1], d)  # matmuls fast (1.7x fwd+bwd)
 
     keep = None if kv_mask is None else jnp.repeat(kv_mask, h, axis=0)       # [B*H, Lk]
-    if _per_head_pays(lq, lk):
-        out = per_head_attention(heads_major(q), heads_major(k), heads_major(v), keep)
-    else:
-        out = _batched_attention(heads_major(q), heads_major(k), heads_major(v), keep)
+    attend = per_head_attention if _per_head_pays(lq, k.shape[1]) else _batched_attention
+    out = attend(heads_major(q), heads_major(k), heads_major(v), keep)
     return jnp.transpose(out.reshape(b, h, lq, d), (0, 2, 1, 3)).astype(q.dtype)
 
 

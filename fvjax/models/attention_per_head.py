@@ -61,17 +61,8 @@ def _one_head_backward(q, k, v, keep, out, log2_sum_exp, d_out):
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
 
-def _rows(keep):
-    return (lambda i: None) if keep is None else (lambda i: keep[i])
-
-
 def _forward(q, k, v, keep):
-    keep_of = _rows(keep)
-
-    def head(i):
-        return _one_head_forward(q[i], k[i], v[i], keep_of(i))
-    out, log2_sum_exp = jax.lax.map(head, jnp.arange(q.shape[0]))
-    return out, log2_sum_exp
+    return jax.lax.map(lambda head: _one_head_forward(*head), (q, k, v, keep))   # keep None: no mask
 
 
 @jax.custom_vjp
@@ -86,11 +77,7 @@ def _attention_fwd(q, k, v, keep):
 
 def _attention_bwd(residuals, d_out):
     q, k, v, keep, out, log2_sum_exp = residuals
-    keep_of = _rows(keep)
-
-    def head(i):
-        return _one_head_backward(q[i], k[i], v[i], keep_of(i), out[i], log2_sum_exp[i], d_out[i])
-    dq, dk, dv = jax.lax.map(head, jnp.arange(q.shape[0]))
+    dq, dk, dv = jax.lax.map(lambda head: _one_head_backward(*head), (q, k, v, keep, out, log2_sum_exp, d_out))
     return dq, dk, dv, None
 
 
