@@ -69,13 +69,12 @@ def check_stream_length(config: Any, num_frames: int, where: object = "command l
              f"--local-attn-size 12 --sink-size 3, FastVideo's pipeline.dit_config)")
 
 
-def compute_dtype(graphdef, params) -> Any:
-    """The model's compute dtype (the cache's default: K/V as the attention computes them)."""
-    return nnx.merge(graphdef, params).dtype
-
-
-def cache_frames(config: Any, num_frames: int) -> int:
-    return num_frames if not config.windowed else max(num_frames, config.local_attn_size)
+def stream_cache(graphdef, params, config: Any, batch: int, num_frames: int, latent_hw: tuple[int, int],
+                 dtype: Any = None):
+    """An empty KV cache for streaming `num_frames` latent frames (a window's worth when windowed); dtype:
+    default the model's compute dtype, K/V as the attention computes them."""
+    frames = num_frames if not config.windowed else max(num_frames, config.local_attn_size)
+    return nnx.merge(graphdef, params).empty_cache(batch, frames, latent_hw, dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "spec"), donate_argnames=("cache",))
@@ -124,8 +123,7 @@ def stream_video_latents(graphdef, params, config: Any, context: jax.Array, nois
     b, _, frames, height, width = noise.shape
     check_stream_length(config, frames, "stream_video_latents", "noise")
     key = jax.random.key(0) if key is None else key
-    dtype = cache_dtype or compute_dtype(graphdef, params)
-    cache = nnx.merge(graphdef, params).empty_cache(b, cache_frames(config, frames), (height, width), dtype)
+    cache = stream_cache(graphdef, params, config, b, frames, (height, width), cache_dtype)
     context = jnp.asarray(context)
     chunks = []
     for index, (start, end) in enumerate(block_bounds(frames, config.num_frames_per_block)):
@@ -211,11 +209,10 @@ def warm_up(graphdef, params, config: Any, context: jax.Array, noise_shape: tupl
     Returns the seconds spent."""
     started = time.perf_counter()
     b, c, frames, height, width = noise_shape
-    dtype = compute_dtype(graphdef, params)
     sizes = [end - start for start, end in block_bounds(frames, config.num_frames_per_block)]
     # The first chunk gets a fresh cache, later ones a chunk step's output (its own compiled variant):
     # the first size, then each later size once, threading the cache as the stream does.
-    cache = nnx.merge(graphdef, params).empty_cache(b, cache_frames(config, frames), (height, width), dtype)
+    cache = stream_cache(graphdef, params, config, b, frames, (height, width))
     for size in sizes[:1] + sorted(set(sizes[1:])):
         cache, x0 = chunk_step(graphdef, params, cache, jnp.zeros((b, c, size, height, width), jnp.float32),
                                jnp.asarray(context), jnp.int32(0), jax.random.key(0), spec)
