@@ -6,7 +6,7 @@ sampler), fastvideo_train.py (FastVideo's current schema), and its
 registry entry below, which reuses DMD2's hooks (negative prompt, critic optimizer, recipe checks)."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from fvjax.methods import dmd2
 from fvjax.methods.api import TEXT_ONLY, MethodSpec, RoleRequirement
@@ -31,7 +31,7 @@ def _step_flops(config: SelfForcingConfig, forward: Mapping[str, float], batch: 
     return batch * (critic_step + generator_step / interval)
 
 
-def _check_roles(config, models) -> None:
+def _check_models(config: SelfForcingConfig, models: Mapping[str, Any], roles: Mapping[str, Any]) -> None:
     from fvjax.methods.self_forcing.update import check_roles
     check_roles(config, models)
 
@@ -51,7 +51,7 @@ METHOD = MethodSpec(
     config_cls=SelfForcingConfig,
     params=SELF_FORCING_PARAMS,
     check=dmd2._check,
-    check_models=lambda config, models, roles: _check_roles(config, models),
+    check_models=_check_models,
     input_files=dmd2.METHOD.input_files,
     frozen_extras=dmd2._negative_prompt,
     validation_samplers=streaming_validation,     # the causal streaming sampler (validation.py)

@@ -19,7 +19,7 @@ def rollout_steps(cfg: SelfForcingConfig):
     return denoising_steps(cfg.dmd_denoising_steps, cfg.warp_denoising_step, cfg.flow_shift, cfg.num_train_timesteps)
 
 
-def check_roles(cfg: SelfForcingConfig, configs: Mapping[str, Any], roles: Mapping[str, Any] | None = None) -> None:
+def check_roles(cfg: SelfForcingConfig, configs: Mapping[str, Any]) -> None:
     """The student must be the causal Wan with blocks of chunk_size frames (its block-causal grad pass and
     the rollout's chunks are one partition of the frames); the teacher and the critic bidirectional.
     configs: role -> model config (MethodSpec.check_models)."""

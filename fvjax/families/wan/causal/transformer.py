@@ -10,8 +10,8 @@ blocks, per-frame timesteps [B, F], block-causal self-attention and a functional
     out = model.teacher_forcing(x_t, t [B] or [B, F], text, x0)          # teacher-forcing SFT
 
 Blocks (fvjax/models/causal_blocks.py): the full-sequence mode uses FastVideo's mask, blocks counted from
-frame 0 (a short block last), and so does `teacher_forcing` (FastVideo's teacher-forcing mask); `with_context` uses the rollout's chunks (the remainder first), as the
-chunks it reproduces were streamed. The module never mutates anything; `start` may be traced (RoPE at
+frame 0 (a short block last), and so does `teacher_forcing` (FastVideo's teacher-forcing mask);
+`with_context` uses the rollout's chunks (the remainder first), as the chunks it reproduces were streamed. The module never mutates anything; `start` may be traced (RoPE at
 absolute frame positions, slots from the bookkeeping). Temporal patch size 1 only (every Wan2.1
 checkpoint): a latent frame is a token frame.
 """
